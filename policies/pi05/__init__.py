@@ -1,0 +1,76 @@
+"""Pi0.5 for sim_eval: a native PyTorch engine (``engine``), checkpoint loading and the policy factory.
+
+Importing this package pulls in no torch: ``check_checkpoint`` runs in config validation, where bad input must fail in
+well under a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def check_checkpoint(path: str) -> None:
+    """Raise ``ValueError`` (one line naming the path and what is expected) unless ``path`` is a LeRobot or openpi
+    Pi0.5 checkpoint directory. Reads only ``config.json`` and file names."""
+    from policies.pi05.config import detect_layout
+
+    detect_layout(Path(str(path)).expanduser())
+
+
+def build_policy(
+    checkpoint: str,
+    cache: str = "full",
+    refresh: dict[str, Any] | None = None,
+    engine: str = "native",
+    device: str = "auto",
+    dtype: str = "float32",
+    tokenizer: str | None = None,
+    model_sizes: str | None = None,
+    camera_map: dict[str, str] | None = None,
+    shadow: bool = False,
+    num_steps: int = 10,
+):
+    """The Hydra ``_target_``: a ``CacheController``-wrapped Pi0.5 policy.
+
+    ``cache``: ``full`` | ``cache<N>`` | ``adaptive<N>``; ``refresh``: ``{"threshold": 6.5, "views": [...]}`` for
+    adaptive modes; ``engine``: ``native`` (this package) or ``flashrt`` (the FlashRT frontend, CUDA only);
+    ``model_sizes``: JSON size override for checkpoints whose tensors differ from their named variants;
+    ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
+    frame would have given (for analysis; not executed, not timed)."""
+    from policies.cache import CacheController
+    from policies.cache_mode import CacheMode
+
+    mode = CacheMode.parse(cache)
+    refresh = dict(refresh or {})
+    unknown = set(refresh) - {"threshold", "views"}
+    if unknown:
+        raise ValueError(f"refresh: unknown keys {sorted(unknown)} (expected threshold, views)")
+    check_checkpoint(checkpoint)
+    if engine == "native":
+        from policies.pi05.engine import load_engine
+
+        impl = load_engine(
+            checkpoint,
+            model_sizes=model_sizes,
+            device=device,
+            dtype=dtype,
+            tokenizer=tokenizer,
+            camera_map=camera_map,
+            num_steps=num_steps,
+        )
+    elif engine == "flashrt":
+        from policies.flashrt import FlashRTPolicy
+
+        if shadow:
+            raise ValueError("shadow=True needs the native engine (FlashRT exposes no prefix cache to compare with)")
+        return FlashRTPolicy.from_checkpoint(
+            checkpoint, mode=mode, refresh=refresh, tokenizer=tokenizer, camera_map=camera_map, num_steps=num_steps
+        )
+    else:
+        raise ValueError(f"unknown engine {engine!r}: expected 'native' or 'flashrt'")
+    return CacheController(
+        impl, mode, threshold=float(refresh.get("threshold", 6.5)), views=refresh.get("views"), shadow=shadow
+    )
+
+
+__all__ = ["build_policy", "check_checkpoint"]

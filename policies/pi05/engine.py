@@ -1,0 +1,285 @@
+"""``Pi05Engine``: observation in, action chunk out, split as ``encode_prefix`` (expensive, cacheable) and ``denoise``.
+
+The engine owns pre/post-processing (camera mapping, resize, prompt, normalization) around ``Pi05Model``. On CUDA it
+can replay CUDA graphs for both halves: the prefix graph is keyed by (cameras, padded prompt length) and the denoise
+graph by padded prefix length; prompts are padded to a multiple of ``pad_multiple`` tokens with the padding masked
+by key, so one graph serves every prompt of similar length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.pi05.checkpoint import copy_weights, plan_checkpoint, read_checkpoint_info
+from policies.pi05.config import CheckpointInfo, ModelSizes
+from policies.pi05.model import Pi05Model, PrefixCache
+from policies.pi05.processing import (
+    Normalizer,
+    PromptTokenizer,
+    find_tokenizer,
+    resize_with_pad,
+    state_prompt,
+    to_uint8,
+)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def default_camera_map(camera_keys: tuple[str, ...]) -> dict[str, str]:
+    """Our views -> checkpoint cameras: ``wrist`` to the first key naming a wrist, ``agentview`` to the first other."""
+    wrist = [k for k in camera_keys if "wrist" in k]
+    other = [k for k in camera_keys if "wrist" not in k]
+    mapping = {}
+    if other:
+        mapping["agentview"] = other[0]
+    if wrist:
+        mapping["wrist"] = wrist[0]
+    return mapping
+
+
+def resolve_camera_map(camera_map: dict[str, str] | None, camera_keys: tuple[str, ...]) -> dict[str, str]:
+    if camera_map is None:
+        return default_camera_map(camera_keys)
+    resolved = {}
+    for view, key in camera_map.items():
+        hits = [k for k in camera_keys if k == key or k.endswith("." + key) or k.endswith("/" + key)]
+        if len(hits) != 1:
+            raise ValueError(
+                f"camera_map: {view!r} -> {key!r} matches {hits or 'no'} checkpoint camera; "
+                f"checkpoint cameras are {list(camera_keys)}"
+            )
+        resolved[view] = hits[0]
+    return resolved
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One observation after pre-processing. ``images_u8``: view -> uint8 (224, 224, 3) model-input image."""
+
+    images_u8: dict[str, np.ndarray]
+    images: torch.Tensor  # (n_present, 3, S, S) float32 in [-1, 1], checkpoint camera order, on CPU
+    tokens: list[int]
+
+
+class Pi05Engine:
+    def __init__(
+        self,
+        info: CheckpointInfo,
+        device: str = "auto",
+        dtype: str = "float32",
+        tokenizer: str | None = None,
+        camera_map: dict[str, str] | None = None,
+        num_steps: int | None = None,
+        cuda_graphs: bool | None = None,
+        pad_multiple: int = 32,
+        load: bool = True,
+        tokenizer_obj: PromptTokenizer | None = None,
+        state_in_prompt: bool | None = None,
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
+        if state_in_prompt is not None:  # e.g. a LeRobot checkpoint fine-tuned with openpi's state-free prompt
+            info = replace(info, state_in_prompt=bool(state_in_prompt))
+        self.info = info
+        self.device = resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        self.num_steps = int(num_steps or info.num_steps)
+        self.camera_map = resolve_camera_map(camera_map, info.camera_keys)
+        self.key_to_view = {k: v for v, k in self.camera_map.items()}
+        self.normalizer = Normalizer(info.norm)
+        self.tokenizer = tokenizer_obj or PromptTokenizer(
+            find_tokenizer(tokenizer, info.tokenizer_name), info.max_token_len
+        )
+        self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
+        self.pad_multiple = pad_multiple if self.cuda_graphs else 1
+        with torch.device("meta"):
+            meta_model = Pi05Model(info.sizes)
+        self.skipped: list[str] = []
+        plan = None
+        if load:  # shapes are checked on the meta model, before a single weight is allocated
+            expected = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
+            plan, self.skipped = plan_checkpoint(info, expected)
+        self.model = build_model(info.sizes, self.device, self.dtype)
+        if plan is not None:
+            copy_weights(self.model, info, plan)
+        self._mods: list[list[torch.Tensor]] | None = None
+        self._graphs: dict[Any, Any] = {}
+        self._pool = None
+
+    # ------------------------------------------------------------------------------------------------ interface
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.camera_map)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.info.n_action_steps
+
+    @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        return (1, self.info.chunk_size, self.info.sizes.max_action_dim)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def prepare(self, obs: dict[str, Any]) -> Prepared:
+        images = obs.get("images", {})
+        size = self.info.sizes.vision.image_size
+        u8, tensors = {}, []
+        for key in self.info.camera_keys:
+            view = self.key_to_view.get(key)
+            if view is None or view not in images:
+                continue  # absent camera: masked in the reference, so simply not part of the prefix
+            x01 = resize_with_pad(np.asarray(images[view]), size)
+            u8[view] = to_uint8(x01)
+            tensors.append(x01 * 2.0 - 1.0)
+        if not tensors:
+            raise ValueError(
+                f"no camera of the checkpoint ({list(self.info.camera_keys)}) is in the observation "
+                f"(views {sorted(images)}; camera_map {self.camera_map})"
+            )
+        stacked = torch.stack(tensors)
+        instruction = str(obs.get("instruction", ""))
+        if self.info.state_in_prompt:
+            state = np.asarray(obs["state"], dtype=np.float32)
+            normalized = self.normalizer.normalize_state(state)
+            tokens = self.tokenizer.encode(instruction, state_prompt(instruction, normalized))
+        else:
+            tokens = self.tokenizer.encode(instruction)
+        return Prepared(u8, stacked, tokens)
+
+    def encode_prefix(self, obs: dict[str, Any] | Prepared) -> PrefixCache:
+        prep = obs if isinstance(obs, Prepared) else self.prepare(obs)
+        n_tok = len(prep.tokens)
+        t_pad = -(-n_tok // self.pad_multiple) * self.pad_multiple
+        ids = torch.zeros(1, t_pad, dtype=torch.long)
+        ids[0, :n_tok] = torch.tensor(prep.tokens, dtype=torch.long)
+        n_img = prep.images.shape[0] * self.info.sizes.vision.num_tokens
+        images = prep.images.to(self.device, self.dtype, non_blocking=True)
+        ids = ids.to(self.device)
+        if t_pad == n_tok:
+            key_mask = None
+        else:
+            key_mask = torch.zeros(1, n_img + t_pad, dtype=torch.bool)
+            key_mask[0, : n_img + n_tok] = True
+            key_mask = key_mask.to(self.device)
+        with torch.inference_mode():
+            if self.cuda_graphs:
+                return self._graph_prefix(images, ids, key_mask, n_img + n_tok)
+            return self.model.encode_prefix(images, ids, key_mask, n_valid=n_img + n_tok)
+
+    def denoise_normalized(self, cache: PrefixCache, noise: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            mods = self.modulations()
+            noise = noise.to(self.device, torch.float32)
+            if self.cuda_graphs:
+                return self._graph_denoise(cache, noise)
+            return self.model.denoise(cache, noise, self.num_steps, modulations=mods)
+
+    def denoise(self, cache: PrefixCache, noise: torch.Tensor) -> np.ndarray:
+        """Action chunk (n_action_steps, 7), un-normalized, float32 numpy."""
+        x = self.denoise_normalized(cache, noise)
+        x = x[0, : self.info.n_action_steps, :7].float().cpu().numpy()
+        return self.normalizer.unnormalize_actions(x)
+
+    def modulations(self) -> list[list[torch.Tensor]]:
+        """adaRMS modulations for the fixed schedule, computed once (they depend on time alone)."""
+        if self._mods is None:
+            with torch.inference_mode():
+                self._mods = [self.model.time_modulations(t) for t in self.model.schedule(self.num_steps, self.device)]
+        return self._mods
+
+    # ------------------------------------------------------------------------------------------------ CUDA graphs
+    def _capture(self, key: Any, fn, static_inputs: dict[str, torch.Tensor]):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside capture: kernels selected, workspaces allocated
+                fn(**static_inputs)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = fn(**static_inputs)
+        self._graphs[key] = (graph, static_inputs, out)
+        return self._graphs[key]
+
+    def _graph_prefix(self, images, ids, key_mask, n_valid) -> PrefixCache:
+        p = images.shape[0] * self.info.sizes.vision.num_tokens + ids.shape[1]
+        if key_mask is None:
+            key_mask = torch.ones(1, p, dtype=torch.bool, device=self.device)
+        key = ("prefix", images.shape[0], ids.shape[1])
+        if key not in self._graphs:
+
+            def fn(images, ids, key_mask):
+                c = self.model.encode_prefix(images, ids, key_mask, n_valid=0)
+                return c.keys, c.values
+
+            self._capture(key, fn, {"images": images.clone(), "ids": ids.clone(), "key_mask": key_mask.clone()})
+        graph, inputs, (k, v) = self._graphs[key]
+        inputs["images"].copy_(images)
+        inputs["ids"].copy_(ids)
+        inputs["key_mask"].copy_(key_mask)
+        graph.replay()
+        # clone: the graph's outputs are overwritten by the next replay, a PrefixCache must not change
+        return PrefixCache(k.clone(), v.clone(), key_mask.clone(), n_valid)
+
+    def _graph_denoise(self, cache: PrefixCache, noise: torch.Tensor) -> torch.Tensor:
+        p = cache.keys.shape[3]
+        key_mask = cache.key_mask
+        if key_mask is None:
+            key_mask = torch.ones(1, p, dtype=torch.bool, device=self.device)
+        key = ("denoise", p, tuple(noise.shape))
+        if key not in self._graphs:
+            mods = self.modulations()
+
+            def fn(keys, values, key_mask, n_valid, noise):
+                return self.model.denoise(
+                    PrefixCache(keys, values, key_mask, n_valid), noise, self.num_steps, modulations=mods
+                )
+
+            self._capture(
+                key,
+                fn,
+                {
+                    "keys": cache.keys.clone(),
+                    "values": cache.values.clone(),
+                    "key_mask": key_mask.clone(),
+                    "n_valid": torch.tensor([cache.n_valid], device=self.device),
+                    "noise": noise.clone(),
+                },
+            )
+        graph, inputs, out = self._graphs[key]
+        inputs["keys"].copy_(cache.keys)
+        inputs["values"].copy_(cache.values)
+        inputs["key_mask"].copy_(key_mask)
+        inputs["n_valid"].fill_(cache.n_valid)
+        inputs["noise"].copy_(noise)
+        graph.replay()
+        return out.clone()
+
+
+def build_model(sizes: ModelSizes, device: torch.device, dtype: torch.dtype) -> Pi05Model:
+    """Allocate without running initializers (weights are loaded or filled by the caller)."""
+    with torch.device("meta"):
+        model = Pi05Model(sizes)
+    model = model.to_empty(device=device).to(dtype)
+    return model.eval().requires_grad_(False)
+
+
+def load_engine(checkpoint: str, model_sizes: str | dict | None = None, **kwargs) -> Pi05Engine:
+    return Pi05Engine(read_checkpoint_info(checkpoint, model_sizes), **kwargs)

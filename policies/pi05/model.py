@@ -1,0 +1,337 @@
+"""A compact native PyTorch Pi0.5: SigLIP + projector + Gemma prefix, Gemma action expert with adaRMS, flow matching.
+
+Module names are our own; ``checkpoint.py`` maps LeRobot/openpi keys onto them. Only tokens that matter are computed:
+absent cameras and prompt padding are dropped from the prefix (they are masked out of every attention in the
+reference, so valid-token results are identical). A prefix may still carry trailing padding slots (``key_mask``) so
+that CUDA graphs can be reused across prompt lengths; padding is masked by key only, so every query row stays finite.
+
+Numerics follow the fixture README: RMSNorm ``x*rsqrt(mean(x^2)+eps)*(1+w)`` in float32, RoPE with ``rotate_half``
+and float32 cos/sin, token embeddings scaled by ``sqrt(width)``, time sinusoid in float64, Euler with dt = -1/steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from policies.pi05.config import GemmaSizes, ModelSizes, VisionSizes
+
+_NEG = torch.finfo(torch.float32).min
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """Immutable result of ``encode_prefix``: per-layer K/V (post-RoPE) of the prefix.
+
+    ``keys``/``values``: (layers, batch, kv_heads, P, head_dim); ``key_mask``: (batch, P) bool or None when every slot
+    is valid; ``n_valid``: number of valid slots (= position of the first action token). Nothing mutates these tensors;
+    ``denoise`` only reads them, so one cache serves any number of frames."""
+
+    keys: Tensor
+    values: Tensor
+    key_mask: Tensor | None
+    n_valid: int
+
+
+# ----------------------------------------------------------------------------------------------------------- helpers
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    xf = x.float()
+    return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin of shape (batch, 1, seq, head_dim), computed in float32 from float32 positions (as transformers)."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim)
+    )
+    freqs = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+    """q (B, H, S, D), k/v (B, KV, T, D), key_mask (B, T) bool or None -> (B, H, S, D); scale D^-0.5.
+
+    With one KV head (every Gemma variant here) the heads are folded into the query sequence, which turns grouped
+    attention into plain single-head attention that every fused SDPA kernel takes without a K/V copy."""
+    b, h, s, d = q.shape
+    kv = k.shape[1]
+    mask = None
+    if key_mask is not None:
+        mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, _NEG)
+        mask = mask[:, None, None, :]
+    if kv == 1:
+        out = F.scaled_dot_product_attention(q.reshape(b, 1, h * s, d), k, v, attn_mask=mask)
+        return out.reshape(b, h, s, d)
+    rep = h // kv
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask)
+
+
+def sinusoid(t: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
+    """Pi0.5 time embedding, computed in float64 and returned as float32 (the reference's op order)."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scaling = 1.0 / period * 2 * math.pi
+    arg = scaling[None, :] * t.to(torch.float64)[:, None]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1).float()
+
+
+# ----------------------------------------------------------------------------------------------------------- modules
+class SiglipLayer(nn.Module):
+    def __init__(self, s: VisionSizes, eps: float):
+        super().__init__()
+        self.heads, self.eps = s.num_heads, eps
+        self.layer_norm1 = nn.LayerNorm(s.width, eps=eps)
+        self.layer_norm2 = nn.LayerNorm(s.width, eps=eps)
+        self.self_attn = nn.Module()
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            setattr(self.self_attn, name, nn.Linear(s.width, s.width))
+        self.mlp = nn.Module()
+        self.mlp.fc1 = nn.Linear(s.width, s.mlp_dim)
+        self.mlp.fc2 = nn.Linear(s.mlp_dim, s.width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, w = x.shape
+        h = self.layer_norm1(x)
+        a = self.self_attn
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(b, n, self.heads, w // self.heads).transpose(1, 2)
+
+        o = F.scaled_dot_product_attention(split(a.q_proj(h)), split(a.k_proj(h)), split(a.v_proj(h)))
+        x = x + a.out_proj(o.transpose(1, 2).reshape(b, n, w))
+        h = self.layer_norm2(x)
+        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(h), approximate="tanh"))
+
+
+class SiglipVision(nn.Module):
+    def __init__(self, s: VisionSizes, eps: float):
+        super().__init__()
+        self.embeddings = nn.Module()
+        self.embeddings.patch_embedding = nn.Conv2d(3, s.width, s.patch_size, stride=s.patch_size)
+        self.embeddings.position_embedding = nn.Embedding(s.num_tokens, s.width)
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(SiglipLayer(s, eps) for _ in range(s.depth))
+        self.post_layernorm = nn.LayerNorm(s.width, eps=eps)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (N, 3, H, W) in [-1, 1] -> (N, tokens, width)."""
+        x = self.embeddings.patch_embedding(images.to(self.embeddings.patch_embedding.weight.dtype))
+        x = x.flatten(2).transpose(1, 2) + self.embeddings.position_embedding.weight[None]
+        for layer in self.encoder.layers:
+            x = layer(x)
+        return self.post_layernorm(x)
+
+
+class GemmaAttention(nn.Module):
+    def __init__(self, width: int, g: GemmaSizes, kv_only: bool = False):
+        super().__init__()
+        if not kv_only:
+            self.q_proj = nn.Linear(width, g.num_heads * g.head_dim, bias=False)
+            self.o_proj = nn.Linear(g.num_heads * g.head_dim, width, bias=False)
+        self.k_proj = nn.Linear(width, g.num_kv_heads * g.head_dim, bias=False)
+        self.v_proj = nn.Linear(width, g.num_kv_heads * g.head_dim, bias=False)
+
+
+class GemmaMLP(nn.Module):
+    def __init__(self, width: int, mlp_dim: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.up_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(width))
+
+
+class AdaRMSNorm(nn.Module):
+    """adaRMS: ``dense(cond) -> [scale, shift, gate]``; no weight of its own."""
+
+    def __init__(self, width: int, cond_dim: int):
+        super().__init__()
+        self.dense = nn.Linear(cond_dim, 3 * width)
+
+
+class PrefixLayer(nn.Module):
+    """A VLM (Gemma) layer; the last one only needs K and V (its output is never read)."""
+
+    def __init__(self, g: GemmaSizes, kv_only: bool):
+        super().__init__()
+        self.kv_only = kv_only
+        self.input_layernorm = RMSNorm(g.width)
+        self.self_attn = GemmaAttention(g.width, g, kv_only=kv_only)
+        if not kv_only:
+            self.post_attention_layernorm = RMSNorm(g.width)
+            self.mlp = GemmaMLP(g.width, g.mlp_dim)
+
+
+class ExpertLayer(nn.Module):
+    def __init__(self, g: GemmaSizes):
+        super().__init__()
+        self.input_layernorm = AdaRMSNorm(g.width, g.width)
+        self.self_attn = GemmaAttention(g.width, g)
+        self.post_attention_layernorm = AdaRMSNorm(g.width, g.width)
+        self.mlp = GemmaMLP(g.width, g.mlp_dim)
+
+
+class Pi05Model(nn.Module):
+    """The network. ``encode_prefix`` and ``denoise`` are pure functions of (weights, inputs)."""
+
+    def __init__(self, sizes: ModelSizes):
+        super().__init__()
+        self.sizes = sizes
+        v, g, e = sizes.vision, sizes.vlm, sizes.expert
+        if g.head_dim != e.head_dim or g.num_kv_heads != e.num_kv_heads or g.depth != e.depth:
+            raise ValueError(f"VLM and expert must share depth, head_dim and kv heads: {g} vs {e}")
+        self.vision = SiglipVision(v, sizes.layer_norm_eps)
+        self.projector = nn.Linear(v.width, g.width)
+        self.llm = nn.Module()
+        self.llm.embed_tokens = nn.Embedding(sizes.vocab_size, g.width)
+        self.llm.layers = nn.ModuleList(PrefixLayer(g, kv_only=(i == g.depth - 1)) for i in range(g.depth))
+        self.expert = nn.Module()
+        self.expert.layers = nn.ModuleList(ExpertLayer(e) for _ in range(e.depth))
+        self.expert.norm = AdaRMSNorm(e.width, e.width)
+        self.action_in_proj = nn.Linear(sizes.max_action_dim, e.width)
+        self.action_out_proj = nn.Linear(e.width, sizes.max_action_dim)
+        self.time_mlp_in = nn.Linear(e.width, e.width)
+        self.time_mlp_out = nn.Linear(e.width, e.width)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector.weight.dtype
+
+    # ------------------------------------------------------------------------------------------------------ prefix
+    def embed_prefix(self, images: Tensor, tokens: Tensor) -> Tensor:
+        """images (n_cam, 3, H, W) of the present cameras only, tokens (1, T) valid ids (plus any padding) ->
+        (1, n_cam*256 + T, width): image tokens (projected, not scaled) then scaled token embeddings."""
+        parts = []
+        if images.shape[0] > 0:
+            img = self.projector(self.vision(images))  # (n_cam, 256, width)
+            parts.append(img.reshape(1, -1, img.shape[-1]))
+        emb = self.llm.embed_tokens(tokens)
+        scale = torch.tensor(math.sqrt(self.sizes.vlm.width), dtype=emb.dtype)
+        parts.append(emb * scale)
+        return torch.cat(parts, dim=1)
+
+    def encode_prefix(
+        self, images: Tensor, tokens: Tensor, key_mask: Tensor | None = None, n_valid: int | None = None
+    ) -> PrefixCache:
+        """Run vision, projector and the prefix LM; return every layer's K/V.
+
+        Without ``key_mask`` all slots are valid. With it, valid slots must come first (positions 0..n_valid-1) and
+        padded slots are excluded from every key set."""
+        x = self.embed_prefix(images, tokens)
+        return self.encode_embeddings(x, key_mask, n_valid)
+
+    def encode_embeddings(self, x: Tensor, key_mask: Tensor | None = None, n_valid: int | None = None) -> PrefixCache:
+        s, g = self.sizes, self.sizes.vlm
+        b, p, _ = x.shape
+        if n_valid is None:
+            n_valid = p if key_mask is None else int(key_mask[0].sum())
+        pos = torch.arange(p, device=x.device)[None].expand(b, p)
+        cos, sin = rope_cos_sin(pos, g.head_dim, s.rope_theta, x.dtype)
+        ks, vs = [], []
+        for layer in self.llm.layers:
+            attn = layer.self_attn
+            h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.input_layernorm.weight.float())).to(x.dtype)
+            k = apply_rope(attn.k_proj(h).view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2), cos, sin)
+            v = attn.v_proj(h).view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2)
+            ks.append(k)
+            vs.append(v)
+            if layer.kv_only:
+                break
+            q = apply_rope(attn.q_proj(h).view(b, p, g.num_heads, g.head_dim).transpose(1, 2), cos, sin)
+            o = attention(q, k, v, key_mask)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, p, g.num_heads * g.head_dim))
+            h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.post_attention_layernorm.weight.float())).to(x.dtype)
+            x = x + layer.mlp(h)
+        return PrefixCache(torch.stack(ks), torch.stack(vs), key_mask, n_valid)
+
+    # ----------------------------------------------------------------------------------------------------- denoise
+    def time_modulations(self, t: Tensor) -> list[Tensor]:
+        """adaRMS [scale, shift, gate] of every expert norm for time t (shape (1,)): they depend on t alone, so a
+        fixed schedule lets callers compute them once and reuse them for every frame."""
+        e = self.sizes.expert
+        emb = sinusoid(t, e.width, self.sizes.min_period, self.sizes.max_period).to(self.dtype)
+        cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(emb))))
+        mods = []
+        for layer in self.expert.layers:
+            mods.append(layer.input_layernorm.dense(cond))
+            mods.append(layer.post_attention_layernorm.dense(cond))
+        mods.append(self.expert.norm.dense(cond))
+        return mods
+
+    def schedule(self, num_steps: int, device: torch.device | str | None = None) -> list[Tensor]:
+        """The times t_k = float32(1 + k*dt), k = 0..steps-1, dt = -1/steps (computed in double, then rounded, as the
+        reference does; accumulating in float32 drifts by ~1e-7 and moves the actions by ~4e-5)."""
+        dt = -1.0 / num_steps
+        return [torch.tensor([1.0 + k * dt], dtype=torch.float32, device=device) for k in range(num_steps)]
+
+    def velocity(self, cache: PrefixCache, x_t: Tensor, mods: list[Tensor]) -> Tensor:
+        s, e = self.sizes, self.sizes.expert
+        b, n, _ = x_t.shape
+        x = self.action_in_proj(x_t.to(self.dtype))
+        pos = cache.n_valid + torch.arange(n, device=x.device)[None].expand(b, n)
+        cos, sin = rope_cos_sin(pos, e.head_dim, s.rope_theta, x.dtype)
+        key_mask = None
+        if cache.key_mask is not None:
+            key_mask = torch.cat([cache.key_mask, torch.ones(b, n, dtype=torch.bool, device=x.device)], dim=1)
+
+        def ada(x: Tensor, mod: Tensor) -> tuple[Tensor, Tensor]:
+            scale, shift, gate = mod[:, None].float().chunk(3, dim=-1)
+            return (rms_norm(x, s.rms_norm_eps) * (1.0 + scale) + shift).to(x.dtype), gate.to(x.dtype)
+
+        for i, layer in enumerate(self.expert.layers):
+            attn = layer.self_attn
+            h, gate = ada(x, mods[2 * i])
+            q = apply_rope(attn.q_proj(h).view(b, n, e.num_heads, e.head_dim).transpose(1, 2), cos, sin)
+            k = apply_rope(attn.k_proj(h).view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2), cos, sin)
+            v = attn.v_proj(h).view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2)
+            k = torch.cat([cache.keys[i], k], dim=2)
+            v = torch.cat([cache.values[i], v], dim=2)
+            o = attention(q, k, v, key_mask)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, n, e.num_heads * e.head_dim)) * gate
+            h, gate = ada(x, mods[2 * i + 1])
+            x = x + layer.mlp(h) * gate
+        h, _ = ada(x, mods[-1])
+        return self.action_out_proj(h).float()
+
+    def denoise(
+        self,
+        cache: PrefixCache,
+        noise: Tensor,
+        num_steps: int = 10,
+        modulations: list[list[Tensor]] | None = None,
+        trajectory: list | None = None,
+    ) -> Tensor:
+        """Flow-matching Euler integration from t=1 (noise) to t=0; returns normalized actions (B, chunk, max_dim)
+        in float32. ``modulations`` (per step, from ``time_modulations``) may be precomputed by the caller."""
+        dt = -1.0 / num_steps
+        times = self.schedule(num_steps, noise.device)
+        x = noise.float()
+        for k, t in enumerate(times):
+            mods = modulations[k] if modulations is not None else self.time_modulations(t)
+            v = self.velocity(cache, x, mods)
+            if trajectory is not None:
+                trajectory.append((t, x, v))
+            x = x + dt * v
+        return x
