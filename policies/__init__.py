@@ -1,0 +1,1 @@
+"""Policies sim_eval evaluates: the protocol (``base``), the cache controller and the engines behind it."""

@@ -1,0 +1,175 @@
+"""LIBERO as a ``gymnasium.Env`` that applies the evaluation protocol.
+
+``reset`` seeds the simulator, loads init state i and runs the protocol's wait steps, so every episode starts exactly
+where the protocol says, whatever ran before it in the same process. Observations are what a policy sees under the
+protocol: both cameras upright (LIBERO renders them rotated by 180 degrees), resized-with-pad to the model image size,
+the 8-D state and the language instruction. ``terminated`` is LIBERO's own success check; ``truncated`` the step limit.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policies.base import ACTION_DIM, STATE_DIM, VIEWS
+from sim_eval.envs.images import resize_with_pad
+
+# LIBERO camera names behind our view names.
+CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
+
+
+def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+    """Axis-angle (rotation vector) of a unit quaternion in (x, y, z, w) order, the convention of LIBERO's state."""
+    quat = np.asarray(quat_xyzw, dtype=np.float64)
+    w = float(np.clip(quat[3], -1.0, 1.0))
+    sin_half = np.sqrt(1.0 - w * w)
+    if np.isclose(sin_half, 0.0):
+        return np.zeros(3)
+    return quat[:3] * 2.0 * np.arccos(w) / sin_half
+
+
+def libero_state(raw_obs: dict[str, np.ndarray]) -> np.ndarray:
+    """The 8-D state: eef position, eef axis-angle, both gripper finger joint positions."""
+    return np.concatenate(
+        [raw_obs["robot0_eef_pos"], quat_to_axis_angle(raw_obs["robot0_eef_quat"]), raw_obs["robot0_gripper_qpos"]]
+    ).astype(np.float32)
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """Undo LIBERO's 180-degree camera rotation."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def task_info(suite: str, task_id: int) -> tuple[Any, Path, np.ndarray]:
+    """LIBERO's task object, its BDDL file and its init states."""
+    from libero.libero import benchmark, get_libero_path
+
+    task_suite = benchmark.get_benchmark_dict()[suite]()
+    task = task_suite.get_task(task_id)
+    bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+    return task, bddl, task_suite.get_task_init_states(task_id)
+
+
+class LiberoEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        suite: str,
+        task_id: int,
+        max_steps: int,
+        env_seed: int = 7,
+        num_wait_steps: int = 10,
+        wait_action: list[float] | None = None,
+        render_size: int = 256,
+        model_image_size: int = 224,
+        cameras: bool = True,
+        privileged: bool = False,
+        render_mode: str | None = None,
+    ):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from libero.libero.envs.env_wrapper import ControlEnv
+
+        self.suite, self.task_id = suite, int(task_id)
+        self.max_steps, self.env_seed = int(max_steps), int(env_seed)
+        self.num_wait_steps = int(num_wait_steps)
+        self.wait_action = np.asarray(wait_action if wait_action is not None else [0.0] * 6 + [-1.0], np.float64)
+        self.cameras, self.privileged, self.render_mode = cameras, privileged, render_mode
+        self.render_size = int(render_size)
+        self.image_size = int(model_image_size) or self.render_size
+        task, bddl, self.init_states = task_info(suite, task_id)
+        self.language = task.language
+        self._env = ControlEnv(
+            bddl_file_name=str(bddl),
+            use_camera_obs=cameras,
+            has_renderer=False,
+            has_offscreen_renderer=cameras,
+            camera_heights=self.render_size,
+            camera_widths=self.render_size,
+        )
+        spaces = {
+            # Positions in metres, rotation vector within pi, finger joints in centimetres: 10 bounds them all.
+            "state": gym.spaces.Box(-10.0, 10.0, (STATE_DIM,), np.float32),
+            "instruction": gym.spaces.Text(max_length=512, min_length=1, charset=INSTRUCTION_CHARSET),
+        }
+        if cameras:
+            image = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+            spaces["images"] = gym.spaces.Dict({view: image for view in VIEWS})
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._raw: dict[str, np.ndarray] = {}
+        self._steps = 0
+        self.init_state_index: int | None = None
+
+    @property
+    def n_init_states(self) -> int:
+        return len(self.init_states)
+
+    @property
+    def sim(self):
+        """The underlying robosuite environment (privileged access for scripted experts and checks)."""
+        return self._env.env
+
+    def _observe(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
+        self._raw = raw
+        obs: dict[str, Any] = {"state": libero_state(raw), "instruction": self.language}
+        if self.cameras:
+            obs["images"] = {
+                view: resize_with_pad(upright(raw[camera]), self.image_size) for view, camera in CAMERAS.items()
+            }
+        if self.privileged:
+            # Simulator ground truth for scripted experts; not part of observation_space, which learned policies see.
+            from sim_eval.envs.privileged import privileged_observation
+
+            obs["privileged"] = privileged_observation(self.sim)
+        return obs
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """The last renders of both cameras, upright, at render size (what videos show)."""
+        return {view: upright(self._raw[camera]) for view, camera in CAMERAS.items()} if self.cameras else {}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        index = options.get("init_state_index")
+        if index is None:
+            index = int(self.np_random.integers(self.n_init_states))
+        if not 0 <= int(index) < self.n_init_states:
+            raise ValueError(f"init_state_index={index}: allowed are 0..{self.n_init_states - 1}")
+        self.init_state_index = int(index)
+        # Seeding before every reset makes an episode independent of what the process ran before (resume, shards).
+        self._env.seed(self.env_seed if seed is None else seed)
+        self._env.reset()
+        raw = self._env.set_init_state(self.init_states[self.init_state_index])
+        for _ in range(self.num_wait_steps):
+            raw, _, _, _ = self._env.step(self.wait_action)
+        self._steps = 0
+        info = {"init_state_index": self.init_state_index, "success": bool(self._env.check_success())}
+        return self._observe(raw), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        raw, _, _, _ = self._env.step(action)
+        self._steps += 1
+        success = bool(self._env.check_success())
+        truncated = not success and self._steps >= self.max_steps
+        return self._observe(raw), float(success), success, truncated, {"success": success, "steps": self._steps}
+
+    def render(self):
+        if self.render_mode == "rgb_array" and self.cameras:
+            return self.frames()["agentview"]
+        return None
+
+    def close(self):
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.close()
+            self._env = None

@@ -1,0 +1,157 @@
+"""Episode records: the source of truth of every evaluation.
+
+One JSON object per line in ``episodes.jsonl``, appended when an episode finishes (success, failure or crash). Every
+summary is derived from these lines (``summarize``); nothing is counted anywhere else.
+
+A record holds:
+    key                 "<suite>/<task_id>/<episode_index>" -- unique within one run (one policy + cache mode)
+    suite, task_id, task_language, episode_index, init_state_index
+    env_seed, noise_seed
+    policy, cache_mode  policy name and cache mode string ("full", "cache3", "adaptive3", "-" for cache-less policies)
+    protocol            the protocol preset as a dict (name, max_steps, num_wait_steps, replan_steps, render_size...)
+    success             true / false; null when the episode crashed
+    steps               control steps taken after the wait steps
+    wall_s              episode wall time in seconds
+    inferences          one compact dict per policy call: {"step": control step, "infer_ms": ..., ...policy info...,
+                        "lag_mae": [max-over-views pixel MAE against the inputs 1..N inferences earlier]}
+    error               null, or {"type", "message", "traceback"} when the episode crashed; a crashed episode is
+                        neither a success nor a failure and is excluded from success-rate denominators
+    video               path of the episode's mp4 relative to the run dir, or null
+    finished_at         ISO-8601 UTC time the record was written
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EPISODES_FILE = "episodes.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def episode_key(suite: str, task_id: int, episode_index: int) -> str:
+    return f"{suite}/{task_id}/{episode_index}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class EpisodeLog:
+    """Append-only ``episodes.jsonl`` that survives ``kill -9``.
+
+    Each record is one ``os.write`` of a complete line on an O_APPEND descriptor, followed by fsync. A process killed
+    mid-write can leave at most one partial trailing line; opening the log trims it, so the file only ever holds whole
+    records."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _trim_partial_tail(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        written = os.write(self._fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> EpisodeLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _trim_partial_tail(path: Path) -> None:
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Whole records of one ``episodes.jsonl``; a partial trailing line (a write cut by a kill) is ignored."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EPISODES_FILE
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # unterminated last line: an interrupted append
+                continue
+            raise ValueError(f"{path}:{number}: corrupt episode record") from None
+    return records
+
+
+def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (policy, cache_mode, key), keeping the first finished; a crashed record is superseded by a
+    finished one of the same episode (a resumed run retries crashes only when asked to)."""
+    chosen: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        ident = (record.get("policy"), record.get("cache_mode"), record["key"])
+        held = chosen.get(ident)
+        if held is None or (held.get("error") is not None and record.get("error") is None):
+            chosen[ident] = record
+    return list(chosen.values())
+
+
+def _rate(group: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = sum(1 for r in group if r.get("error") is not None)
+    successes = sum(1 for r in group if r.get("error") is None and r.get("success") is True)
+    finished = len(group) - errors
+    return {
+        "episodes": len(group),
+        "finished": finished,
+        "successes": successes,
+        "failures": finished - successes,
+        "errors": errors,
+        "success_rate": successes / finished if finished else None,
+    }
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per-task, per-suite and overall success derived from episode records. Crashed episodes are counted under
+    ``errors`` and left out of ``success_rate`` (None when no episode finished)."""
+    records = dedupe(records)
+    by_suite: dict[str, list] = defaultdict(list)
+    by_task: dict[tuple[str, int], list] = defaultdict(list)
+    for record in records:
+        by_suite[record["suite"]].append(record)
+        by_task[(record["suite"], record["task_id"])].append(record)
+    suites = {}
+    for suite in sorted(by_suite):
+        tasks = {}
+        for (task_suite, task_id), group in sorted(by_task.items()):
+            if task_suite == suite:
+                tasks[str(task_id)] = {"language": group[0].get("task_language"), **_rate(group)}
+        suites[suite] = {**_rate(by_suite[suite]), "tasks": tasks}
+    modes = sorted({f"{r.get('policy')}:{r.get('cache_mode')}" for r in records})
+    return {"overall": _rate(records), "suites": suites, "runs": modes}
+
+
+def write_summary(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    summary = summarize(records)
+    target = Path(run_dir) / SUMMARY_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, target)
+    return summary

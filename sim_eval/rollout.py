@@ -1,0 +1,132 @@
+"""One episode: an env and a policy talking through the protocol, nothing global.
+
+``run_episode`` returns the episode record (see ``sim_eval.records``). It owns no logger, file or progress bar, so
+the same function serves the in-process runner, spawned workers and the demonstration recorder. A policy that raises
+ends the episode as an ``error`` record with its traceback; the caller decides what to do next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from policies.base import TaskContext, check_infer_result
+from sim_eval.envs.images import pixel_mae
+from sim_eval.records import episode_key, utc_now
+
+# Called after every env step with (obs before the step, executed action, obs after, info); for videos and recorders.
+StepObserver = Callable[[dict[str, Any], np.ndarray, dict[str, Any], dict[str, Any]], None]
+
+
+def noise_seed(base_seed: int, suite: str, task_id: int, episode_index: int) -> int:
+    """A stable 63-bit seed per episode key: runs that differ only in the policy's cache mode share it."""
+    digest = hashlib.sha256(f"{base_seed}/{episode_key(suite, task_id, episode_index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _compact(value: Any) -> Any:
+    """JSON-friendly, short: numpy scalars to Python, floats rounded to what a reader of latencies and MAEs needs."""
+    if isinstance(value, dict):
+        return {str(k): _compact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_compact(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _compact(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer | int):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return round(float(value), 5) if np.isfinite(value) else None
+    return value
+
+
+class LagMAE:
+    """Pixel MAE (max over views) of each inference's input images against those of the 1..N previous inferences.
+
+    In a ``full`` run this is what an ``adaptive`` controller would have measured at each position of its reuse
+    window, so a threshold can be calibrated from records without extra simulation."""
+
+    def __init__(self, depth: int):
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=depth)
+
+    def __call__(self, images: dict[str, np.ndarray]) -> list[float]:
+        lags = [max(pixel_mae(images[v], past[v]) for v in images) for past in reversed(self._history)]
+        self._history.append({view: image.copy() for view, image in images.items()})
+        return lags
+
+
+def run_episode(
+    env,
+    policy,
+    *,
+    suite: str,
+    task_id: int,
+    episode_index: int,
+    replan_steps: int,
+    seed: int = 0,
+    lag_mae: int = 0,
+    meta: dict[str, Any] | None = None,
+    observer: StepObserver | None = None,
+) -> dict[str, Any]:
+    """Run one episode from init state ``episode_index`` and return its record."""
+    started = time.perf_counter()
+    task = TaskContext(
+        suite=suite,
+        task_id=task_id,
+        language=env.language,
+        episode_index=episode_index,
+        noise_seed=noise_seed(seed, suite, task_id, episode_index),
+    )
+    record: dict[str, Any] = {
+        "key": episode_key(suite, task_id, episode_index),
+        "suite": suite,
+        "task_id": task_id,
+        "task_language": env.language,
+        "episode_index": episode_index,
+        "init_state_index": episode_index,
+        "env_seed": env.env_seed,
+        "noise_seed": task.noise_seed,
+        **(meta or {}),
+        "success": None,
+        "steps": 0,
+        "wall_s": None,
+        "inferences": [],
+        "error": None,
+    }
+    lag = LagMAE(lag_mae) if lag_mae > 0 else None
+    try:
+        obs, _ = env.reset(options={"init_state_index": episode_index})
+        policy.reset(task)
+        plan: deque[np.ndarray] = deque()
+        success = False
+        while True:
+            if not plan:
+                result = policy.infer(obs)
+                actions = check_infer_result(result)
+                entry = {"step": record["steps"], **_compact(result["info"])}
+                if lag is not None and "images" in obs:
+                    entry["lag_mae"] = _compact(lag(obs["images"]))
+                record["inferences"].append(entry)
+                plan.extend(actions[:replan_steps])
+            action = plan.popleft()
+            next_obs, _, terminated, truncated, info = env.step(action)
+            record["steps"] += 1
+            if observer is not None:
+                observer(obs, action, next_obs, info)
+            obs = next_obs
+            if terminated or truncated:
+                success = bool(terminated)
+                break
+        record["success"] = success
+    except Exception as err:  # a crashed episode is recorded as an error, never as a failure
+        record["error"] = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
+    record["wall_s"] = round(time.perf_counter() - started, 3)
+    record["finished_at"] = utc_now()
+    return record
