@@ -1,0 +1,133 @@
+"""``CacheController``: the temporal prefix-cache policy wrapper (modes ``full``, ``cache<N>``, ``adaptive<N>``).
+
+It wraps any engine that offers::
+
+    prepare(obs) -> prepared           # has ``images_u8``: {view: uint8 (224, 224, 3) model-input image}
+    encode_prefix(prepared) -> cache   # expensive; the result is never mutated
+    denoise(cache, noise) -> (chunk, 7) actions
+    noise_shape, sync()
+
+A *full* frame encodes a new prefix; a *cached* frame denoises against the last full frame's prefix (its new images
+are ignored). ``cache<N>`` runs a full frame every N inferences; ``adaptive<N>`` does too, and additionally refreshes
+early when the pixel MAE between the frame's model-input images and those of the last full frame reaches the
+threshold on any configured view; such a forced refresh starts a new window of N.
+
+Noise is *paired*: the k-th inference of an episode draws its noise from a generator seeded by
+``(task.noise_seed, k)``, so runs that differ only in cache mode denoise from identical noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from policies.base import TaskContext, Timer
+from policies.cache_mode import CacheMode
+
+DEFAULT_THRESHOLD = 6.5
+
+
+def pixel_mae(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a - b| over all pixels and channels of two uint8 images (0..255 scale)."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def paired_noise(shape: tuple[int, ...], noise_seed: int, k: int):
+    """Noise of the k-th inference of an episode: a CPU generator seeded from (noise_seed, k), so it is identical
+    across cache modes and devices."""
+    import torch
+
+    seed = int(np.random.SeedSequence([int(noise_seed) & 0xFFFFFFFFFFFF, int(k)]).generate_state(1, np.uint64)[0])
+    gen = torch.Generator().manual_seed(seed & 0x7FFFFFFFFFFFFFFF)
+    return torch.randn(shape, generator=gen, dtype=torch.float32)
+
+
+class CacheController:
+    def __init__(
+        self,
+        engine: Any,
+        mode: CacheMode | str = "full",
+        threshold: float = DEFAULT_THRESHOLD,
+        views: list[str] | tuple[str, ...] | None = None,
+        shadow: bool = False,
+    ):
+        self.engine = engine
+        self.mode = mode if isinstance(mode, CacheMode) else CacheMode.parse(mode)
+        self.threshold = float(threshold)
+        if not math.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"refresh threshold must be a finite number >= 0, got {threshold!r}")
+        self.views = tuple(views) if views is not None else None
+        known = tuple(getattr(engine, "views", ()) or ())
+        if self.views is not None and known:
+            bad = [v for v in self.views if v not in known]
+            if bad:
+                raise ValueError(f"refresh views {bad} are not cameras of the policy (known: {list(known)})")
+        self.shadow = bool(shadow)
+        self._noise_seed = 0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._cache = None
+        self._ref_images: dict[str, np.ndarray] | None = None
+        self._since_full = 0  # inferences since the last full frame (0 = this one was full)
+        self._k = 0
+
+    # ------------------------------------------------------------------------------------------------- protocol
+    def reset(self, task: TaskContext) -> None:
+        """Episode start: drop the cache (the first frame is always full) and restart the noise stream."""
+        self._noise_seed = int(task.noise_seed)
+        self._reset_state()
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        sync = getattr(self.engine, "sync", None)
+        noise = paired_noise(tuple(self.engine.noise_shape), self._noise_seed, self._k)
+        prefix_ms = 0.0
+        forced = False
+        with Timer(sync) as total:
+            prep = self.engine.prepare(obs)
+            images = prep.images_u8
+            mae = None
+            if self._ref_images is not None:
+                mae = {v: pixel_mae(images[v], self._ref_images[v]) for v in images if v in self._ref_images}
+            if self._cache is None or self.mode.kind == "full" or self._since_full + 1 >= self.mode.period:
+                used_full = True
+            elif self.mode.kind == "adaptive":
+                considered = [mae[v] for v in (self.views or tuple(mae)) if v in mae]
+                forced = bool(considered) and max(considered) >= self.threshold
+                used_full = forced
+            else:
+                used_full = False
+            if used_full:
+                with Timer(sync) as t_prefix:
+                    self._cache = self.engine.encode_prefix(prep)
+                prefix_ms = t_prefix.ms
+                self._ref_images = images
+                self._since_full = 0
+            else:
+                self._since_full += 1
+            with Timer(sync) as t_denoise:
+                actions = self.engine.denoise(self._cache, noise)
+        info: dict[str, Any] = {
+            "infer_ms": round(total.ms, 3),
+            "prefix_ms": round(prefix_ms, 3),
+            "denoise_ms": round(t_denoise.ms, 3),
+            "used_full": used_full,
+            "forced_refresh": forced,
+            "window_pos": self._since_full,
+            "infer_index": self._k,
+            "pixel_mae": None if mae is None else {v: round(m, 4) for v, m in mae.items()},
+        }
+        if self.shadow and not used_full:
+            info.update(self._shadow(prep, noise, actions))
+        self._k += 1
+        return {"actions": np.asarray(actions), "info": info}
+
+    def _shadow(self, prep: Any, noise, executed: np.ndarray) -> dict[str, float]:
+        """What a full frame would have produced with the same noise; changes neither the cache nor the actions."""
+        fresh = np.asarray(self.engine.denoise(self.engine.encode_prefix(prep), noise), dtype=np.float64).ravel()
+        done = np.asarray(executed, dtype=np.float64).ravel()
+        denom = float(np.linalg.norm(fresh) * np.linalg.norm(done))
+        cos = float(fresh @ done / denom) if denom > 0 else 1.0
+        return {"shadow_cos": round(cos, 6), "shadow_max_abs": round(float(np.abs(fresh - done).max()), 6)}
