@@ -1,0 +1,100 @@
+"""``python -m sim_eval.calibrate DIR... --target-refresh 0.3``: propose the adaptive pixel-MAE threshold that gives a
+target refresh fraction, from closed-loop records, and print the MAE distribution behind it.
+
+Method (details in ``sim_eval.analysis.calibration``): the ``adaptive<N>`` rule is replayed on the lag-1..N-1 MAE
+that the evaluator records for every inference (``full`` runs preferred, as caching has not altered their
+trajectories); the proposal is the smallest threshold whose replayed refresh fraction (forced refreshes / MAE checks)
+is at most the target. When adaptive runs are present, a second, first-order proposal comes from the MAE checks they
+recorded (``pixel_mae``). Nothing is simulated: run the proposed threshold closed-loop to confirm it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sim_eval.analysis.calibration import Proposal, calibrate
+from sim_eval.analysis.runs import NoEpisodesError, load_runs
+from sim_eval.records import dedupe
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _dist_line(label: str, dist: dict) -> str:
+    cells = "  ".join(f"{k}={_fmt(dist[k])}" for k in ("mean", "p10", "p50", "p90", "p95", "p99", "max"))
+    return f"  {label:<22} n={dist['n']:<7d} {cells}"
+
+
+def _proposal_lines(proposal: Proposal) -> list[str]:
+    lines = [
+        f"proposal ({proposal.source}, adaptive{proposal.period}, {proposal.episodes} episodes, "
+        f"{proposal.checks} MAE checks):",
+        f"  threshold = {proposal.threshold:.3f}  ->  refresh fraction {proposal.achieved:.3f} "
+        f"(target {proposal.target:.3f})",
+    ]
+    if proposal.below_threshold_fraction is not None:
+        lines.append(f"  (the next lower recorded MAE value gives {proposal.below_threshold_fraction:.3f})")
+    lines.append("  threshold -> refresh fraction: " + ", ".join(f"{t:.2f}->{f:.2f}" for t, f in proposal.curve))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim_eval.calibrate",
+        description="Propose the adaptive pixel-MAE threshold giving a target refresh fraction, from run records.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run dir(s) or sweep dir(s)")
+    parser.add_argument("--target-refresh", type=float, required=True, help="target forced-refresh fraction, 0..1")
+    parser.add_argument(
+        "--period", type=int, default=None, help="N of adaptive<N> (default: the adaptive runs' N, else 3)"
+    )
+    parser.add_argument("--views", nargs="+", default=None, help="views for adaptive pixel_mae (default: all recorded)")
+    parser.add_argument("--suite", default=None, help="only episodes of this suite")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.dirs)
+        records = dedupe(r for run in runs for r in run.records)
+        if args.suite is not None:
+            records = [r for r in records if r.get("suite") == args.suite]
+            if not records:
+                raise NoEpisodesError(f"no episode of suite {args.suite!r} in {' '.join(args.dirs)}")
+        result = calibrate(records, args.target_refresh, args.period, args.views)
+    except (NoEpisodesError, ValueError) as exc:
+        print(f"calibrate: error: {exc}", file=sys.stderr)
+        return 2
+
+    period = result["period"]
+    print(f"{len(records)} episodes; calibrating adaptive{period} for target refresh fraction {args.target_refresh}")
+    if result["lag_distribution"]:
+        print(f"lag MAE (max over views, vs inputs k inferences earlier), from modes {result['lag_source_modes']}:")
+        for lag, dist in result["lag_distribution"].items():
+            print(_dist_line(f"lag {lag}", dist))
+    if result["check_distribution"]["n"]:
+        print("MAE checks recorded by adaptive runs (pixel_mae, max over views):")
+        print(_dist_line("checks", result["check_distribution"]))
+    if result["replay"] is not None:
+        print("\n".join(_proposal_lines(result["replay"])))
+    elif result["lag_distribution"]:
+        print(f"no replay: lag_mae holds {result['max_lag']} lags, adaptive{period} needs {period - 1}")
+    if result["checks"] is not None:
+        print("\n".join(_proposal_lines(result["checks"])))
+    if result["replay"] is None and result["checks"] is None:
+        print(
+            "calibrate: error: no MAE records (neither lag_mae nor adaptive pixel_mae) in "
+            f"{' '.join(args.dirs)}; record lag MAE in a full run first",
+            file=sys.stderr,
+        )
+        return 2
+    if args.json is not None:
+        payload = {**result, **{k: vars(result[k]) if result[k] else None for k in ("replay", "checks")}}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
