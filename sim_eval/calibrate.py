@@ -42,6 +42,17 @@ def _proposal_lines(proposal: Proposal) -> list[str]:
     return lines
 
 
+def _configured_views(runs: list) -> list[str] | None:
+    """``policy.refresh.views`` of the adaptive runs when they agree (the views the rule checks), else ``None``."""
+    found = {
+        tuple(views)
+        for run in runs
+        if str((run.config.get("policy") or {}).get("cache", "")).startswith("adaptive")
+        and isinstance(views := ((run.config.get("policy") or {}).get("refresh") or {}).get("views"), list)
+    }
+    return list(found.pop()) if len(found) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sim_eval.calibrate",
@@ -52,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--period", type=int, default=None, help="N of adaptive<N> (default: the adaptive runs' N, else 3)"
     )
-    parser.add_argument("--views", nargs="+", default=None, help="views for adaptive pixel_mae (default: all recorded)")
+    parser.add_argument(
+        "--views",
+        nargs="+",
+        default=None,
+        help="views of adaptive pixel_mae (default: the runs' policy.refresh.views, else all)",
+    )
     parser.add_argument("--suite", default=None, help="only episodes of this suite")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
@@ -63,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             records = [r for r in records if r.get("suite") == args.suite]
             if not records:
                 raise NoEpisodesError(f"no episode of suite {args.suite!r} in {' '.join(args.dirs)}")
-        result = calibrate(records, args.target_refresh, args.period, args.views)
+        views = args.views if args.views is not None else _configured_views(runs)
+        result = calibrate(records, args.target_refresh, args.period, views)
     except (NoEpisodesError, ValueError) as exc:
         print(f"calibrate: error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_eval.analysis.stats import BASELINE_MODE, distribution, inference_mae, parse_mode
+from sim_eval.analysis.stats import BASELINE_MODE, distribution, mae_values, parse_mode
 
 Record = dict[str, Any]
 
@@ -160,10 +160,7 @@ def propose_from_checks(
     records: Sequence[Record], period: int, target: float, views: Sequence[str] | None = None
 ) -> Proposal | None:
     """Proposal from the MAE checks recorded by adaptive runs; ``None`` when there are none."""
-    values = np.asarray(
-        [m for r in records for i in r.get("inferences") or [] if (m := inference_mae(i, views)) is not None],
-        dtype=float,
-    )
+    values = np.asarray(mae_values(records, views), dtype=float)
     if values.size == 0:
         return None
 
@@ -171,7 +168,7 @@ def propose_from_checks(
         return int((values >= t).sum()), int(values.size)
 
     threshold, achieved, below, checks = _propose(values, fraction_at, target)
-    episodes = sum(1 for r in records if any(i.get("pixel_mae") for i in r.get("inferences") or []))
+    episodes = sum(1 for r in records if mae_values([r], views))
     return Proposal(
         "adaptive pixel_mae", period, target, threshold, achieved, below, checks, episodes, _curve(values, fraction_at)
     )
@@ -210,9 +207,7 @@ def calibrate(
             for k, value in enumerate(lags or [], start=1):
                 if value is not None:
                     lag_dist.setdefault(k, []).append(float(value))
-    check_values = [
-        m for r in adaptive for i in r.get("inferences") or [] if (m := inference_mae(i, views)) is not None
-    ]
+    check_values = mae_values(adaptive, views)
     max_lag = max(lag_dist, default=0)
     # the replay needs the MAE against the last full frame at every window position, i.e. lags 1..N-1
     replay = propose_from_lags(lag_source, period, target) if max_lag >= period - 1 else None

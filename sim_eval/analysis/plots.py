@@ -155,14 +155,21 @@ def latency_by_kind(per_mode: dict[str, dict[str, Sequence[float]]], path: Path)
     return _save(fig, path)
 
 
-def episode_trace(record: dict[str, Any], path: Path, *, threshold: float | None = None, title: str = "") -> Path:
+def episode_trace(
+    record: dict[str, Any],
+    path: Path,
+    *,
+    threshold: float | None = None,
+    views: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
     """Two panels over the inference index of one episode. Top: the MAE of each frame's inputs against the full frame
     whose prefix it reused or checked (``stats.staleness_mae``; 0 on scheduled full frames) over the lag-1 MAE
     (scene motion, grey line). Bottom: the shadow cosine of cached frames. Frames are marked full / cached / forced."""
     infs = record.get("inferences") or []
     index = np.arange(len(infs))
     kinds = [inference_kind(i) for i in infs]
-    stale = staleness_mae(record)
+    stale = staleness_mae(record, views)
     lag1 = [(i.get("lag_mae") or [None])[0] for i in infs]
     cos = [i.get("shadow_cos") for i in infs]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.0, 4.8), sharex=True, height_ratios=(1.2, 1.0))

@@ -131,6 +131,11 @@ class _Report:
         value = group.config_value("policy", "refresh", "threshold")
         return float(value) if isinstance(value, (int, float)) else None
 
+    def views(self, group: Group) -> list[str] | None:
+        """The views the controller's refresh rule used (``policy.refresh.views``); ``None`` = all recorded."""
+        value = group.config_value("policy", "refresh", "views")
+        return list(value) if isinstance(value, list) and value else None
+
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
 
@@ -429,7 +434,7 @@ class _Report:
         self.add("## Pixel MAE", "")
         per_mode, rows, thresholds = {}, [], set()
         for group in self.groups:
-            values = mae_values(group.records)
+            values = mae_values(group.records, self.views(group))
             if not values:
                 continue
             threshold = self.threshold(group)
@@ -466,8 +471,9 @@ class _Report:
             "",
         )
         self.add(
-            "*controller checks*: max-over-views MAE of a frame that the window allowed to be cached against the "
-            "last full frame (recorded by `adaptive` runs). *lag k*: max-over-views MAE of each inference's inputs "
+            "*vs last full frame*: max-over-views MAE (over `policy.refresh.views`) of each frame the window allowed to "
+            "reuse -- cached or forced -- against the last full frame, as recorded by the cache controller; in "
+            "`adaptive` modes these are the checks the threshold acts on. *lag k*: max-over-views MAE of each inference's inputs "
             "against those k inferences earlier, recorded by the evaluator in `full` runs. To pick a threshold "
             "for a target refresh fraction: `python -m sim_eval.calibrate DIR --target-refresh 0.3`.",
             "",
@@ -639,7 +645,9 @@ class _Report:
         for key in shown:
             path = self.plot_dir / f"trace_{_slug(group.policy)}_{_slug(group.mode)}_{_slug(key)}.png"
             title = f"{label} cliff {key}: {_short(records[key].get('task_language'), 70)}"
-            plots.episode_trace(records[key], path, threshold=self.threshold(group), title=title)
+            plots.episode_trace(
+                records[key], path, threshold=self.threshold(group), views=self.views(group), title=title
+            )
             self.add(f"**`{key}`**", "")
             self.image(path, f"trace {key}")
         if len(pairing.cliffs) > len(shown):

@@ -398,18 +398,25 @@ def distribution(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def mae_values(records: Iterable[Record], views: Sequence[str] | None = None) -> list[float]:
-    """The controller's max-over-views pixel MAE on every frame where it was computed."""
+def mae_values(
+    records: Iterable[Record], views: Sequence[str] | None = None, kinds: Sequence[str] = ("cached", "forced")
+) -> list[float]:
+    """The controller's max-over-views pixel MAE on frames of ``kinds``. The default, cached and forced frames, are the
+    frames the window allowed to reuse the prefix: their MAE is against the last full frame, i.e. the *checks* an
+    adaptive threshold acts on (the controller also records MAE on scheduled full frames, against the previous full
+    frame, which no threshold sees)."""
     values = []
     for record in records:
         for inference in record.get("inferences") or []:
+            if inference_kind(inference) not in kinds:
+                continue
             mae = inference_mae(inference, views)
             if mae is not None:
                 values.append(mae)
     return values
 
 
-def staleness_mae(record: Record) -> list[float | None]:
+def staleness_mae(record: Record, views: Sequence[str] | None = None) -> list[float | None]:
     """Per inference, the MAE between its model inputs and those of the full frame whose prefix it would reuse: 0 for
     a scheduled full frame (fresh prefix), the controller's check (``pixel_mae``) where recorded, else the evaluator's
     ``lag_mae`` at the distance to the last full frame (``cache<N>`` runs do not check), ``None`` when neither
@@ -423,7 +430,7 @@ def staleness_mae(record: Record) -> list[float | None]:
             since_full = 0
             continue
         distance = since_full + 1
-        value = inference_mae(inference)
+        value = inference_mae(inference, views)
         lags = inference.get("lag_mae") or []
         if value is None and len(lags) >= distance and lags[distance - 1] is not None:
             value = float(lags[distance - 1])

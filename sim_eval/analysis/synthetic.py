@@ -88,25 +88,25 @@ def _episode(
         info: dict[str, Any] = {"step": t * REPLAN_STEPS}
         lag_mae = [round(_lag(motion, t, k), 3) for k in range(1, min(lags, t) + 1)]
         scheduled = kind == "full" or since_full is None or since_full + 1 >= (period or 1)
-        used_full, forced, distance = True, False, 0
-        if not scheduled:
-            distance = since_full + 1
-            mae_full = _lag(motion, t, distance)
-            if kind == "adaptive":
-                wrist = mae_full * rng.uniform(0.95, 1.05)
-                agent = mae_full * rng.uniform(0.35, 0.8)
-                info["pixel_mae"] = {"agentview": round(agent, 3), "wrist": round(wrist, 3)}
-                forced = max(agent, wrist) >= threshold
-            used_full = forced
-            if not used_full and shadow:
-                cos = _shadow_cos(rng, mae_full)
-                info["shadow_cos"] = round(cos, 4)
-                info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 4)
-                if t in grasp:
-                    worst_grasp_cos = min(worst_grasp_cos, cos)
-        since_full = 0 if used_full else distance
-        info.update(_latency(rng, "full" if used_full else "cached", kind == "adaptive" and not scheduled))
-        info.update({"used_full": used_full, "forced_refresh": forced, "window_pos": since_full, "lag_mae": lag_mae})
+        forced, mae_full = False, None
+        if since_full is not None:
+            # like the controller: MAE against the last full frame's inputs on every frame once one exists
+            mae_full = _lag(motion, t, since_full + 1)
+            wrist = mae_full * rng.uniform(0.95, 1.05)
+            agent = mae_full * rng.uniform(0.35, 0.8)
+            info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
+            forced = kind == "adaptive" and not scheduled and max(agent, wrist) >= threshold
+        used_full = scheduled or forced
+        if not used_full and shadow:
+            cos = _shadow_cos(rng, mae_full)
+            info["shadow_cos"] = round(cos, 6)
+            info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 6)
+            if t in grasp:
+                worst_grasp_cos = min(worst_grasp_cos, cos)
+        since_full = 0 if used_full else since_full + 1
+        info.update(_latency(rng, "full" if used_full else "cached", mae_full is not None))
+        info.update({"used_full": used_full, "forced_refresh": forced, "window_pos": since_full, "infer_index": t})
+        info["lag_mae"] = lag_mae
         inferences.append(info)
     return inferences, worst_grasp_cos
 
