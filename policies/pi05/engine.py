@@ -87,6 +87,7 @@ class Pi05Engine:
         load: bool = True,
         tokenizer_obj: PromptTokenizer | None = None,
         state_in_prompt: bool | None = None,
+        model: Pi05Model | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
@@ -111,7 +112,8 @@ class Pi05Engine:
         if load:  # shapes are checked on the meta model, before a single weight is allocated
             expected = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
             plan, self.skipped = plan_checkpoint(info, expected)
-        self.model = build_model(info.sizes, self.device, self.dtype)
+        # an already-built model may be shared (the benchmark runs eager and graph engines on one set of weights)
+        self.model = model if model is not None else build_model(info.sizes, self.device, self.dtype)
         if plan is not None:
             copy_weights(self.model, info, plan)
         self._mods: list[list[torch.Tensor]] | None = None
@@ -218,59 +220,48 @@ class Pi05Engine:
         self._graphs[key] = (graph, static_inputs, out)
         return self._graphs[key]
 
-    def _graph_prefix(self, images, ids, key_mask, n_valid) -> PrefixCache:
-        p = images.shape[0] * self.info.sizes.vision.num_tokens + ids.shape[1]
-        if key_mask is None:
-            key_mask = torch.ones(1, p, dtype=torch.bool, device=self.device)
-        key = ("prefix", images.shape[0], ids.shape[1])
+    def _replay(self, key: Any, fn, inputs: dict[str, torch.Tensor]):
+        """Copy ``inputs`` into the static buffers of the graph captured for ``key`` (captured on first use), replay
+        it and return its (static) outputs."""
         if key not in self._graphs:
-
-            def fn(images, ids, key_mask):
-                c = self.model.encode_prefix(images, ids, key_mask, n_valid=0)
-                return c.keys, c.values
-
-            self._capture(key, fn, {"images": images.clone(), "ids": ids.clone(), "key_mask": key_mask.clone()})
-        graph, inputs, (k, v) = self._graphs[key]
-        inputs["images"].copy_(images)
-        inputs["ids"].copy_(ids)
-        inputs["key_mask"].copy_(key_mask)
+            self._capture(key, fn, {k: v.clone() for k, v in inputs.items()})
+        graph, static, out = self._graphs[key]
+        for name, value in inputs.items():
+            static[name].copy_(value)
         graph.replay()
+        return out
+
+    def _graph_prefix(self, images, ids, key_mask, n_valid) -> PrefixCache:
+        inputs = {"images": images, "ids": ids}
+        if key_mask is not None:  # without padding no mask: the unmasked fused attention kernels apply
+            inputs["key_mask"] = key_mask
+
+        def fn(images, ids, key_mask=None):
+            c = self.model.encode_prefix(images, ids, key_mask, n_valid=0)
+            return c.keys, c.values
+
+        k, v = self._replay(("prefix", images.shape[0], ids.shape[1], key_mask is not None), fn, inputs)
         # clone: the graph's outputs are overwritten by the next replay, a PrefixCache must not change
-        return PrefixCache(k.clone(), v.clone(), key_mask.clone(), n_valid)
+        return PrefixCache(k.clone(), v.clone(), key_mask, n_valid)
 
     def _graph_denoise(self, cache: PrefixCache, noise: torch.Tensor) -> torch.Tensor:
-        p = cache.keys.shape[3]
-        key_mask = cache.key_mask
-        if key_mask is None:
-            key_mask = torch.ones(1, p, dtype=torch.bool, device=self.device)
-        key = ("denoise", p, tuple(noise.shape))
-        if key not in self._graphs:
-            mods = self.modulations()
+        mods = self.modulations()
+        inputs = {
+            "keys": cache.keys,
+            "values": cache.values,
+            "noise": noise,
+            "n_valid": torch.tensor([cache.n_valid], device=self.device),
+        }
+        if cache.key_mask is not None:
+            inputs["key_mask"] = cache.key_mask
 
-            def fn(keys, values, key_mask, n_valid, noise):
-                return self.model.denoise(
-                    PrefixCache(keys, values, key_mask, n_valid), noise, self.num_steps, modulations=mods
-                )
-
-            self._capture(
-                key,
-                fn,
-                {
-                    "keys": cache.keys.clone(),
-                    "values": cache.values.clone(),
-                    "key_mask": key_mask.clone(),
-                    "n_valid": torch.tensor([cache.n_valid], device=self.device),
-                    "noise": noise.clone(),
-                },
+        def fn(keys, values, noise, n_valid, key_mask=None):
+            return self.model.denoise(
+                PrefixCache(keys, values, key_mask, n_valid), noise, self.num_steps, modulations=mods
             )
-        graph, inputs, out = self._graphs[key]
-        inputs["keys"].copy_(cache.keys)
-        inputs["values"].copy_(cache.values)
-        inputs["key_mask"].copy_(key_mask)
-        inputs["n_valid"].fill_(cache.n_valid)
-        inputs["noise"].copy_(noise)
-        graph.replay()
-        return out.clone()
+
+        key = ("denoise", cache.keys.shape[3], tuple(noise.shape), cache.key_mask is not None)
+        return self._replay(key, fn, inputs).clone()
 
 
 def build_model(sizes: ModelSizes, device: torch.device, dtype: torch.dtype) -> Pi05Model:
