@@ -1,0 +1,145 @@
+"""Skills of the scripted expert, written as generators that yield one 7-D action per control step.
+
+Between two yields the expert refreshes ``ctx.p`` (the privileged observation of the new state), so every skill is
+closed-loop: targets that depend on objects (a grasp point, a plate that moved, the offset of an object in the hand)
+are recomputed each step. A skill returns True when it believes it succeeded; the expert then checks LIBERO's own
+verdict on the goal predicate and retries or moves on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from policies.scripted import world
+from policies.scripted.motion import CLOSED, OPEN, R_HOME, Servo, current_yaw, rot_z, rotvec
+
+Action = np.ndarray
+Skill = Generator[Action, None, bool]
+Target = np.ndarray | Callable[[dict], np.ndarray]
+
+CARRY_MARGIN = 0.035  # clearance between a carried object's bottom and whatever it passes over
+TRANSIT_MARGIN = 0.05  # clearance between the empty fingertips and whatever they pass over
+
+
+@dataclass
+class Context:
+    servo: Servo
+    p: dict = field(default_factory=dict)
+    yaw: float = 0.0
+    phase: str = "idle"
+    retries: int = 0
+
+
+def _rot_error(ctx: Context) -> float:
+    return float(np.linalg.norm(rotvec(rot_z(ctx.yaw) @ R_HOME @ ctx.p["eef_mat"].T)))
+
+
+def move(ctx: Context, target: Target, grip: float, tol: float = 0.01, max_steps: int = 80,
+         speed: float | None = None, stall_steps: int = 0) -> Skill:
+    """Servo the grip site to ``target``; True once within ``tol`` (and the wrist within 0.1 rad of its yaw).
+    With ``stall_steps`` it also stops (False) when the hand has stopped moving for that long: it is blocked."""
+    history: list[np.ndarray] = []
+    for _ in range(max_steps):
+        goal = np.asarray(target(ctx.p) if callable(target) else target)
+        if np.linalg.norm(goal - ctx.p["eef_pos"]) < tol and _rot_error(ctx) < 0.1:
+            return True
+        history.append(ctx.p["eef_pos"].copy())
+        if stall_steps and len(history) > stall_steps:
+            if np.linalg.norm(history[-1] - history[-1 - stall_steps]) < 0.003:
+                return False
+        yield ctx.servo(ctx.p, goal, ctx.yaw, grip, speed)
+    return False
+
+
+def actuate(ctx: Context, grip: float, max_steps: int = 14) -> Skill:
+    """Open or close the fingers while holding the hand where it is; done when the fingers stop moving."""
+    hold = ctx.p["eef_pos"].copy()
+    previous = None
+    for i in range(max_steps):
+        q = ctx.p["gripper_qpos"].copy()
+        if i >= 4 and previous is not None and np.max(np.abs(q - previous)) < 3e-4:
+            return True
+        previous = q
+        yield ctx.servo(ctx.p, hold, ctx.yaw, grip)
+    return True
+
+
+def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str | None = None) -> Skill:
+    """Move over the scene to ``goal`` (approaching it from above): up to a height that clears everything on the
+    way, across, then down. With ``held`` the carried object's bottom is what must clear the obstacles."""
+    p = ctx.p
+    start = p["eef_pos"].copy()
+    skip = set(exclude) | ({held} if held else set())
+    top = world.clearance_top(p, start, goal, exclude=skip)
+    if held:
+        hang = p["eef_pos"][2] - p["objects"][held]["aabb"][0, 2]
+        safe = top + hang + CARRY_MARGIN
+    else:
+        safe = top + world.TIP_BELOW_SITE + TRANSIT_MARGIN
+    safe = max(safe, goal[2])
+    if start[2] < safe - 0.02:
+        yield from move(ctx, np.array([start[0], start[1], safe]), grip, tol=0.02, max_steps=60)
+    yield from move(ctx, np.array([goal[0], goal[1], max(safe, goal[2])]), grip, tol=0.015, max_steps=120)
+    return True
+
+
+def pick(ctx: Context, name: str) -> Skill:
+    """Grasp ``name`` and lift it; True when it is in the hand (fingers not shut on air, object rose with the hand)."""
+    ctx.phase = f"pick:{name}"
+    grasp = world.plan_grasp(ctx.p, name, current_yaw(ctx.p["eef_mat"]))
+    ctx.yaw = grasp.yaw
+    if world.finger_width(ctx.p) < 0.07:
+        yield from actuate(ctx, OPEN)
+    above = grasp.pos + np.array([0.0, 0.0, 0.06])
+    yield from transit(ctx, above, OPEN)
+
+    def grasp_point(p):
+        # Follow the object if it was nudged while we approached.
+        return world.plan_grasp(p, name, ctx.yaw).pos if grasp.kind == "top" else grasp.pos
+
+    yield from move(ctx, grasp_point, OPEN, tol=0.006, max_steps=50, speed=0.6, stall_steps=6)
+    yield from actuate(ctx, CLOSED, max_steps=16)
+    if world.finger_width(ctx.p) < 0.004:  # closed on nothing
+        return False
+    bottom0 = ctx.p["objects"][name]["aabb"][0, 2]
+    lift = ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.08])
+    yield from move(ctx, lift, CLOSED, tol=0.015, max_steps=40, speed=0.7)
+    return bool(ctx.p["objects"][name]["aabb"][0, 2] - bottom0 > 0.03 and world.finger_width(ctx.p) > 0.004)
+
+
+def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
+    """Carry the held ``name`` over ``target`` (object or region) and release it there."""
+    ctx.phase = f"place:{name}->{target}"
+
+    def eef_for(p, bottom_z: float) -> np.ndarray:
+        # The object hangs from the hand at whatever offset the grasp gave; aim the object, not the hand.
+        dest = world.destination(p, pred, target)
+        o, e = p["objects"][name], p["eef_pos"]
+        return np.array([dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]),
+                         bottom_z + (e[2] - o["aabb"][0, 2])])
+
+    dest = world.destination(ctx.p, pred, target)
+    release_bottom = dest.surface + (0.005 if dest.inside else 0.012)
+    above = eef_for(ctx.p, release_bottom + 0.05)
+    yield from transit(ctx, above, CLOSED, exclude=[target], held=name)
+    # Line up precisely above the destination before going down (the On check wants the centres within 3 cm).
+    hover = world.destination(ctx.p, pred, target)
+    yield from move(ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008,
+                    max_steps=40, speed=0.6)
+    yield from move(ctx, lambda p: eef_for(p, release_bottom), CLOSED, tol=0.006, max_steps=50, speed=0.4,
+                    stall_steps=5)
+    yield from actuate(ctx, OPEN, max_steps=10)
+    up = ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.07])
+    yield from move(ctx, up, OPEN, tol=0.02, max_steps=30, speed=0.7)
+    return True
+
+
+def hold(ctx: Context, grip: float = OPEN) -> Skill:
+    """Stay put (all goals done or given up)."""
+    ctx.phase = "hold"
+    here = ctx.p["eef_pos"].copy()
+    while True:
+        yield ctx.servo(ctx.p, here, ctx.yaw, grip)

@@ -1,0 +1,144 @@
+"""Geometric queries on a privileged observation (see ``sim_eval.envs.privileged``): grasps, clearances, targets.
+
+Everything here is a pure function of one observation, so the skills can re-plan every step from fresh state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies.scripted.motion import closing_axis, yaw_for_axis
+
+GRIPPER_SPAN = 0.075  # widest object the Panda fingers close around with some margin (max opening ~0.08 m)
+FINGER_REACH = 0.04  # how far below an object's top the grip site may go before the palm touches it
+TIP_BELOW_SITE = 0.012  # fingertips hang this far below the grip site
+RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
+
+
+@dataclass
+class Grasp:
+    pos: np.ndarray  # grip-site target (world)
+    yaw: float  # gripper yaw (see motion.R_HOME)
+    kind: str  # "top" (across the narrow side) or "rim" (one finger inside a bowl/mug wall)
+
+
+def obj(p, name: str) -> dict:
+    return p["objects"][name]
+
+
+def center(entity: dict) -> np.ndarray:
+    """World position of the centre of an entity's collision geometry."""
+    return entity["pos"] + entity["mat"] @ entity["local_center"]
+
+
+def support_z(p) -> float:
+    """Height of the surface the movable objects rest on (table top or floor)."""
+    bottoms = [e["aabb"][0, 2] for e in p["objects"].values() if not e["fixture"]]
+    return float(np.min(bottoms)) if bottoms else 0.0
+
+
+def _segment_points(a: np.ndarray, b: np.ndarray, n: int = 24) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return a[None, :2] * (1 - t) + b[None, :2] * t
+
+
+def clearance_top(p, a, b, exclude=(), pad: float = 0.05) -> float:
+    """Highest top of any entity whose footprint (grown by ``pad``) meets the straight xy path a -> b."""
+    pts = _segment_points(np.asarray(a, float), np.asarray(b, float))
+    top = support_z(p)
+    for name, e in p["objects"].items():
+        if name in exclude:
+            continue
+        lo, hi = e["aabb"][0, :2] - pad, e["aabb"][1, :2] + pad
+        if np.any(np.all((pts >= lo) & (pts <= hi), axis=1)):
+            top = max(top, float(e["aabb"][1, 2]))
+    return top
+
+
+def footprint_distance(p, point_xy: np.ndarray, exclude=()) -> float:
+    """Distance in xy from a point to the nearest footprint of any other entity (0 inside one)."""
+    best = np.inf
+    for name, e in p["objects"].items():
+        if name in exclude:
+            continue
+        lo, hi = e["aabb"][0, :2], e["aabb"][1, :2]
+        d = np.maximum(np.maximum(lo - point_xy, point_xy - hi), 0.0)
+        best = min(best, float(np.linalg.norm(d)))
+    return best
+
+
+def horizontal_axes(e: dict) -> list[tuple[np.ndarray, float]]:
+    """The object's two own axes that lie closest to horizontal, as (unit world direction, full extent)."""
+    mat, half = e["mat"], e["local_half"]
+    up = int(np.argmax(np.abs(mat[2, :])))
+    axes = []
+    for i in range(3):
+        if i == up:
+            continue
+        d = mat[:, i].copy()
+        d[2] = 0.0
+        d /= max(np.linalg.norm(d), 1e-9)
+        axes.append((d, 2.0 * float(half[i])))
+    return axes
+
+
+def plan_grasp(p, name: str, yaw_now: float) -> Grasp:
+    """Grasp by geometry: objects narrow enough for the fingers are taken from above across their narrow side;
+    wider ones (bowls, mugs, ramekins) by the rim, one finger inside the wall, from the side with most free space."""
+    e = obj(p, name)
+    lo, hi = e["aabb"]
+    height = hi[2] - lo[2]
+    c = center(e)
+    axes = sorted(horizontal_axes(e), key=lambda a: a[1])
+    narrow_dir, narrow = axes[0]
+    if narrow <= GRIPPER_SPAN:
+        z = max(lo[2] + TIP_BELOW_SITE + 0.004, hi[2] - FINGER_REACH, lo[2] + 0.35 * height)
+        z = min(z, hi[2] - 0.01)
+        return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(narrow_dir, yaw_now), "top")
+    radius = min(a[1] for a in axes) / 2.0
+    others = [n for n in p["objects"] if n != name]
+    best, best_score = None, -np.inf
+    for k in range(RIM_DIRECTIONS):
+        ang = 2 * np.pi * k / RIM_DIRECTIONS
+        radial = np.array([np.cos(ang), np.sin(ang), 0.0])
+        rim = c[:2] + radial[:2] * (radius - 0.012)
+        outer = c[:2] + radial[:2] * (radius + 0.03)  # where the outside finger goes down
+        score = min(footprint_distance(p, outer, exclude=[name]), 0.06)
+        # Prefer the side facing the robot (negative x): the arm then does not reach over the object.
+        score += 0.01 * (-radial[0])
+        if score > best_score:
+            best, best_score = (rim, radial), score
+    rim, radial = best
+    del others
+    z = max(hi[2] - 0.02, lo[2] + TIP_BELOW_SITE + 0.01)
+    return Grasp(np.array([rim[0], rim[1], z]), yaw_for_axis(radial, yaw_now), "rim")
+
+
+def finger_width(p) -> float:
+    q = p["gripper_qpos"]
+    return float(q[0] - q[1])
+
+
+@dataclass
+class Destination:
+    xy: np.ndarray  # where the held object's body origin should end up
+    surface: float  # height the object's bottom should be released just above
+    inside: bool  # True for containers (release lower, inside the region)
+
+
+def destination(p, pred: str, target: str) -> Destination:
+    """Where to put an object for ``(pred, obj, target)`` with pred in {"on", "in"}, target an object or a site."""
+    if target in p["sites"]:
+        s = p["sites"][target]
+        half = np.abs(s["mat"] @ s["size"])
+        if pred == "in":
+            return Destination(s["pos"][:2].copy(), float(s["pos"][2] - half[2]), True)
+        return Destination(s["pos"][:2].copy(), float(s["pos"][2] + s["size"][2]), False)
+    e = obj(p, target)
+    return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
+
+
+def closing_dir(yaw: float) -> np.ndarray:
+    return closing_axis(yaw)
