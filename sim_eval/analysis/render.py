@@ -471,11 +471,12 @@ class _Report:
             "",
         )
         self.add(
-            "*vs last full frame*: max-over-views MAE (over `policy.refresh.views`) of each frame the window allowed to "
-            "reuse -- cached or forced -- against the last full frame, as recorded by the cache controller; in "
-            "`adaptive` modes these are the checks the threshold acts on. *lag k*: max-over-views MAE of each inference's inputs "
-            "against those k inferences earlier, recorded by the evaluator in `full` runs. To pick a threshold "
-            "for a target refresh fraction: `python -m sim_eval.calibrate DIR --target-refresh 0.3`.",
+            "*vs last full frame*: max-over-views MAE (over `policy.refresh.views`) of each frame the window "
+            "allowed to reuse -- cached or forced -- against the last full frame, as recorded by the cache "
+            "controller; in `adaptive` modes these are the checks the threshold acts on. *lag k*: max-over-views MAE "
+            "of each inference's inputs against those k inferences earlier, recorded by the evaluator in `full` runs. "
+            "To pick a threshold for a target refresh fraction: `python -m sim_eval.calibrate DIR --target-refresh "
+            "0.3`.",
             "",
         )
         threshold = thresholds.pop() if len(thresholds) == 1 else None
@@ -641,6 +642,9 @@ class _Report:
         )
         if not any(base_records[k].get("video") or records[k].get("video") for k in pairing.cliffs):
             self.add("No videos were recorded for these episodes (run with `eval.video=failures` or `all`).", "")
+        elif not all(base_records[k].get("video") for k in pairing.cliffs):
+            # a cliff's baseline episode succeeded, and eval.video=failures keeps only failures
+            self.add("For side-by-side videos of every cliff, run the `full` baseline with `eval.video=all`.", "")
         shown = pairing.cliffs[: self.max_traces]
         for key in shown:
             path = self.plot_dir / f"trace_{_slug(group.policy)}_{_slug(group.mode)}_{_slug(key)}.png"

@@ -129,9 +129,9 @@ def make_sweep(
 ) -> Path:
     """Write one job dir per mode (``0/``, ``1/``, ...) under ``out_dir`` plus ``multirun.yaml``; return ``out_dir``.
 
-    ``errors`` makes one ``full`` and one cached-mode episode crash; ``missing`` drops that many trailing episodes from
-    the last mode's run (an interrupted run); ``videos`` gives failures and cliffs an mp4 path and writes a
-    placeholder file there (tests of the links; not a playable video)."""
+    ``errors`` makes one ``full`` episode and one episode of each ``cache<N>`` mode crash; ``missing`` drops that
+    many trailing episodes from the last mode's run (an interrupted run); ``videos`` gives failures (cliffs among
+    them) an mp4 path and writes a placeholder file there (tests of the links; not a playable video)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task_rng = np.random.default_rng([seed, 1])
@@ -180,6 +180,8 @@ def make_sweep(
                         errors,
                         videos,
                         run,
+                        tasks,
+                        episodes,
                     )
                 )
         with open(run / EPISODES_FILE, "w") as handle:
@@ -189,7 +191,9 @@ def make_sweep(
     return out
 
 
-def _record(seed, suite, policy, mode, task, ep, p_task, threshold, lags, shadow, errors, videos, run_dir) -> dict:
+def _record(
+    seed, suite, policy, mode, task, ep, p_task, threshold, lags, shadow, errors, videos, run_dir, n_tasks, n_episodes
+) -> dict:
     ep_rng = np.random.default_rng([seed, 2, task, ep])  # shared by every mode: the paired design
     full_success = bool(ep_rng.random() < p_task)
     steps_success = int(ep_rng.integers(85, 195))
@@ -207,7 +211,8 @@ def _record(seed, suite, policy, mode, task, ep, p_task, threshold, lags, shadow
     steps = steps_success if success else MAX_STEPS
     inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
     error = None
-    if errors and (task, ep) == ((1, 2) if mode == "full" else (2, 5)) and parse_mode(mode)[0] != "adaptive":
+    crash_at = (1 % n_tasks, 2 % n_episodes) if mode == "full" else (2 % n_tasks, 3 % n_episodes)
+    if errors and (task, ep) == crash_at and parse_mode(mode)[0] != "adaptive":
         # a crash part-way: the record keeps the trace up to it, success is unknown
         steps = 61
         inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
