@@ -70,7 +70,9 @@ def frontier(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
             capsize=3,
             zorder=2,
         )
-        ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        # alternate label sides so neighbouring modes of similar latency stay readable
+        offset = (6, 6) if i % 2 == 0 else (6, -12)
+        ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
     ax.set_xlabel("mean latency per inference, ms")
     ax.set_ylabel("success rate, % (bar: Wilson 95%)")
     ax.set_ylim(min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102)

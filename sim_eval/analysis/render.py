@@ -6,7 +6,6 @@ smooth or are there cliff episodes, and what happened in them. All numbers come 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -99,8 +98,15 @@ def _video_cell(record: dict[str, Any] | None, out_dir: Path) -> str:
 
 class _Report:
     def __init__(
-        self, paths: Sequence[str | Path], out_dir: Path, title: str | None, note: str | None, max_traces: int
+        self,
+        paths: Sequence[str | Path],
+        out_dir: Path,
+        title: str | None,
+        note: str | None,
+        max_traces: int,
+        input_label: str | None = None,
     ):
+        self.input_label = input_label
         self.paths = [Path(p) for p in paths]
         self.out = out_dir
         self.plot_dir = out_dir / PLOTS_DIR
@@ -178,7 +184,7 @@ class _Report:
             )
         if self.note:
             self.add(f"> {self.note}", "")
-        inputs = ", ".join(f"`{p}`" for p in self.paths)
+        inputs = self.input_label or ", ".join(f"`{p}`" for p in self.paths)
         total = sum(len(g.records) for g in self.groups)
         suites = sorted({str(r.get("suite")) for g in self.groups for r in g.records})
         self.add(
@@ -711,12 +717,14 @@ def build_report(
     title: str | None = None,
     note: str | None = None,
     max_traces: int = 24,
+    input_label: str | None = None,
 ) -> Path:
     """Write ``report.md``, ``report.json`` and ``report_plots/*.png`` into ``out_dir`` (default: the first path);
-    return the path of ``report.md``. Raises ``runs.NoEpisodesError`` for a path without episode records."""
+    return the path of ``report.md``. ``input_label`` replaces the list of input paths in the header (reports whose
+    inputs live in a temporary directory). Raises ``runs.NoEpisodesError`` for a path without episode records."""
     if not paths:
         raise ValueError("no directory given")
-    out = Path(out_dir) if out_dir is not None else Path(paths[0])
-    if max_traces < 0 or math.isnan(max_traces):
+    if max_traces < 0:
         raise ValueError(f"max_traces must be >= 0, got {max_traces}")
-    return _Report(paths, out.resolve(), title, note, max_traces).render()
+    out = Path(out_dir) if out_dir is not None else Path(paths[0])
+    return _Report(paths, out.resolve(), title, note, max_traces, input_label).render()

@@ -198,8 +198,9 @@ def _record(
     full_success = bool(ep_rng.random() < p_task)
     steps_success = int(ep_rng.integers(85, 195))
     motion = _motion_profile(ep_rng, math.ceil(MAX_STEPS / REPLAN_STEPS))
-    outcome_draw, rescue_draw = ep_rng.random(), ep_rng.random()
-    mode_rng = np.random.default_rng([seed, 3, task, ep, sum(map(ord, mode))])
+    mode_rng = np.random.default_rng([seed, 3, task, ep, *map(ord, mode)])
+    # closed-loop chance beyond the cache's effect differs per mode: draws of its own, not the shared episode stream
+    outcome_draw, rescue_draw = map(float, np.random.default_rng([seed, 5, task, ep, *map(ord, mode)]).random(2))
 
     inferences, worst = _episode(mode_rng, motion, mode, threshold, lags, shadow)
     if mode == "full":
