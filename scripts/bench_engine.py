@@ -126,6 +126,7 @@ def bench(args) -> dict:
     t0 = time.perf_counter()
     model = build_model(sizes, dev, DTYPES[args.dtype])
     randomize(model)
+    model.prepare_inference()
     sync()
     print(
         f"model built + randomized in {time.perf_counter() - t0:.1f} s; "
@@ -144,7 +145,7 @@ def bench(args) -> dict:
         "warmup": args.warmup,
         "runs": [],
     }
-    variants = [("eager", False, 1), ("graph-exact", True, 1), ("graph-pad32", True, 32)]
+    variants = [("eager", False, 1), ("graph-pad32", True, 32), ("graph-exact", True, 1)]
     inputs = make_inputs(4)
     for chunk in args.chunks:
         info = synthetic_info(chunk, sizes)
@@ -153,48 +154,58 @@ def bench(args) -> dict:
         for name, graphs, pad in variants:
             if name not in args.variants or (graphs and dev.type != "cuda"):
                 continue
-            eng = Pi05Engine(
-                info,
-                device=args.device,
-                dtype=args.dtype,
-                tokenizer_obj=tok,
-                cuda_graphs=graphs,
-                pad_multiple=pad,
-                load=False,
-                model=model,
-            )
-            eng.pad_multiple = pad
-            preps = [Prepared({}, p.images, tok.ids) for p in inputs]
-            iters = args.iters if graphs else args.eager_iters
-            cache0 = eng.encode_prefix(preps[0])
-            acts = eng.denoise_normalized(cache0, noises[0])[0, :, :7].float().cpu()
-            if reference is None:
-                reference = acts
-            diff = float((acts - reference).abs().max())
-            caches = [eng.encode_prefix(p) for p in preps]
+            try:
+                eng = Pi05Engine(
+                    info,
+                    device=args.device,
+                    dtype=args.dtype,
+                    tokenizer_obj=tok,
+                    cuda_graphs=graphs,
+                    compile=graphs and not args.no_compile,
+                    pad_multiple=pad,
+                    load=False,
+                    model=model,
+                )
+                eng.pad_multiple = pad
+                preps = [Prepared({}, p.images, tok.ids) for p in inputs]
+                iters = args.iters if graphs else args.eager_iters
+                t_first = time.perf_counter()
+                cache0 = eng.encode_prefix(preps[0])
+                acts = eng.denoise_normalized(cache0, noises[0])[0, :, :7].float().cpu()
+                if reference is None:
+                    reference = acts
+                diff = float((acts - reference).abs().max())
+                caches = [eng.encode_prefix(p) for p in preps]
+                first_call_s = round(time.perf_counter() - t_first, 1)  # includes compilation and graph capture
 
-            def full(i, eng=eng, preps=preps, noises=noises):
-                c = eng.encode_prefix(preps[i % 4])
-                return eng.denoise_normalized(c, noises[i % 4])[0, :, :7].cpu()
+                def full(i, eng=eng, preps=preps, noises=noises):
+                    c = eng.encode_prefix(preps[i % 4])
+                    return eng.denoise_normalized(c, noises[i % 4])[0, :, :7].cpu()
 
-            def cached(i, eng=eng, caches=caches, noises=noises):
-                return eng.denoise_normalized(caches[i % 4], noises[i % 4])[0, :, :7].cpu()
+                def cached(i, eng=eng, caches=caches, noises=noises):
+                    return eng.denoise_normalized(caches[i % 4], noises[i % 4])[0, :, :7].cpu()
 
-            def prefix_only(i, eng=eng, preps=preps):
-                return eng.encode_prefix(preps[i % 4])
+                def prefix_only(i, eng=eng, preps=preps):
+                    return eng.encode_prefix(preps[i % 4])
 
-            row = {
-                "variant": name,
-                "chunk": chunk,
-                "prefix_len": int(caches[0].keys.shape[3]),
-                "finite": bool(torch.isfinite(acts).all()),
-                "max_abs_vs_eager": round(diff, 5),
-                "full": percentiles(time_calls(full, args.warmup, iters)),
-                "cached": percentiles(time_calls(cached, args.warmup, iters)),
-                "prefix_only": percentiles(time_calls(prefix_only, args.warmup, max(iters // 2, 50))),
-            }
-            results["runs"].append(row)
-            print(json.dumps(row), flush=True)
+                row = {
+                    "variant": name,
+                    "chunk": chunk,
+                    "prefix_len": int(caches[0].keys.shape[3]),
+                    "finite": bool(torch.isfinite(acts).all()),
+                    "max_abs_vs_eager": round(diff, 5),
+                    "first_call_s": first_call_s,
+                    "full": percentiles(time_calls(full, args.warmup, iters)),
+                    "cached": percentiles(time_calls(cached, args.warmup, iters)),
+                    "prefix_only": percentiles(time_calls(prefix_only, args.warmup, max(iters // 2, 50))),
+                }
+                results["runs"].append(row)
+                print(json.dumps(row), flush=True)
+            except Exception as exc:  # one failing variant must not lose the others' numbers
+                row = {"variant": name, "chunk": chunk, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                results["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                continue
             del eng, caches
     if dev.type == "cuda":
         results["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -241,6 +252,7 @@ def main() -> None:
     ap.add_argument("--fixtures", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--no-compile", action="store_true", help="CUDA graphs without torch.compile")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--sizes", default=None, help="JSON size override (plumbing checks on small models)")
     args = ap.parse_args()
@@ -254,6 +266,9 @@ def main() -> None:
     print("\n| variant | chunk | full p50 / p95 ms | cached p50 / p95 ms | prefix p50 ms |")
     print("|---|---|---|---|---|")
     for r in report["runs"]:
+        if "error" in r:
+            print(f"| {r['variant']} | {r['chunk']} | error: {r['error'][:80]} | | |")
+            continue
         print(
             f"| {r['variant']} | {r['chunk']} | {r['full']['p50_ms']} / {r['full']['p95_ms']} | "
             f"{r['cached']['p50_ms']} / {r['cached']['p95_ms']} | {r['prefix_only']['p50_ms']} |"

@@ -88,6 +88,7 @@ class Pi05Engine:
         tokenizer_obj: PromptTokenizer | None = None,
         state_in_prompt: bool | None = None,
         model: Pi05Model | None = None,
+        compile: bool | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
@@ -116,6 +117,19 @@ class Pi05Engine:
         self.model = model if model is not None else build_model(info.sizes, self.device, self.dtype)
         if plan is not None:
             copy_weights(self.model, info, plan)
+            self.model.prepare_inference()
+        # torch.compile fuses the many small element-wise kernels (norms, RoPE, gates) that otherwise bound the
+        # denoise loop even under CUDA graphs; off on CPU, where it only costs start-up time
+        self.compiled = (self.device.type == "cuda") if compile is None else bool(compile)
+        self._prefix_kv = self.model.prefix_kv
+        self._velocity = self.model.velocity
+        if self.compiled:
+            import torch._dynamo as dynamo
+
+            # one compiled variant per (prefix length, chunk, mask presence): allow more than dynamo's default 8
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            self._prefix_kv = torch.compile(self.model.prefix_kv, dynamic=False)
+            self._velocity = torch.compile(self.model.velocity, dynamic=False)
         self._mods: list[list[torch.Tensor]] | None = None
         self._graphs: dict[Any, Any] = {}
         self._pool = None
@@ -181,7 +195,8 @@ class Pi05Engine:
         with torch.inference_mode():
             if self.cuda_graphs:
                 return self._graph_prefix(images, ids, key_mask, n_img + n_tok)
-            return self.model.encode_prefix(images, ids, key_mask, n_valid=n_img + n_tok)
+            keys, values = self._prefix_kv(images, ids, key_mask)
+            return PrefixCache(keys, values, key_mask, n_img + n_tok)
 
     def denoise_normalized(self, cache: PrefixCache, noise: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -189,7 +204,7 @@ class Pi05Engine:
             noise = noise.to(self.device, torch.float32)
             if self.cuda_graphs:
                 return self._graph_denoise(cache, noise)
-            return self.model.denoise(cache, noise, self.num_steps, modulations=mods)
+            return self.model.denoise(cache, noise, self.num_steps, modulations=mods, velocity_fn=self._velocity)
 
     def denoise(self, cache: PrefixCache, noise: torch.Tensor) -> np.ndarray:
         """Action chunk (n_action_steps, 7), un-normalized, float32 numpy."""
@@ -237,8 +252,7 @@ class Pi05Engine:
             inputs["key_mask"] = key_mask
 
         def fn(images, ids, key_mask=None):
-            c = self.model.encode_prefix(images, ids, key_mask, n_valid=0)
-            return c.keys, c.values
+            return self._prefix_kv(images, ids, key_mask)
 
         k, v = self._replay(("prefix", images.shape[0], ids.shape[1], key_mask is not None), fn, inputs)
         # clone: the graph's outputs are overwritten by the next replay, a PrefixCache must not change
@@ -256,9 +270,8 @@ class Pi05Engine:
             inputs["key_mask"] = cache.key_mask
 
         def fn(keys, values, noise, n_valid, key_mask=None):
-            return self.model.denoise(
-                PrefixCache(keys, values, key_mask, n_valid), noise, self.num_steps, modulations=mods
-            )
+            cache = PrefixCache(keys, values, key_mask, n_valid)
+            return self.model.denoise(cache, noise, self.num_steps, modulations=mods, velocity_fn=self._velocity)
 
         key = ("denoise", cache.keys.shape[3], tuple(noise.shape), cache.key_mask is not None)
         return self._replay(key, fn, inputs).clone()

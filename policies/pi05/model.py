@@ -20,8 +20,6 @@ from torch import Tensor, nn
 
 from policies.pi05.config import GemmaSizes, ModelSizes, VisionSizes
 
-_NEG = torch.finfo(torch.float32).min
-
 
 @dataclass(frozen=True)
 class PrefixCache:
@@ -71,7 +69,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tenso
     kv = k.shape[1]
     mask = None
     if key_mask is not None:
-        mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, _NEG)
+        mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device)
+        mask = mask.masked_fill(~key_mask, torch.finfo(q.dtype).min)
         mask = mask[:, None, None, :]
     if kv == 1:
         out = F.scaled_dot_product_attention(q.reshape(b, 1, h * s, d), k, v, attn_mask=mask)
@@ -89,6 +88,27 @@ def sinusoid(t: Tensor, dim: int, min_period: float, max_period: float) -> Tenso
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1).float()
 
 
+def fuse_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
+    """Concatenate the weights (and biases) of linears that read the same input into one matrix, and re-point each
+    linear's parameters at its slice of it: one GEMM instead of several, no extra memory, state_dict unchanged."""
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    bias = torch.cat([lin.bias.detach() for lin in linears]) if linears[0].bias is not None else None
+    offset = 0
+    for lin in linears:
+        n = lin.weight.shape[0]
+        lin.weight = nn.Parameter(weight[offset : offset + n], requires_grad=False)
+        if bias is not None:
+            lin.bias = nn.Parameter(bias[offset : offset + n], requires_grad=False)
+        offset += n
+    return weight, bias
+
+
+def project(x: Tensor, fused: tuple[Tensor, Tensor | None] | None, linears: list[nn.Linear]) -> list[Tensor]:
+    if fused is None:
+        return [lin(x) for lin in linears]
+    return list(F.linear(x, *fused).split([lin.weight.shape[0] for lin in linears], dim=-1))
+
+
 # ----------------------------------------------------------------------------------------------------------- modules
 class SiglipLayer(nn.Module):
     def __init__(self, s: VisionSizes, eps: float):
@@ -102,6 +122,11 @@ class SiglipLayer(nn.Module):
         self.mlp = nn.Module()
         self.mlp.fc1 = nn.Linear(s.width, s.mlp_dim)
         self.mlp.fc2 = nn.Linear(s.mlp_dim, s.width)
+        self.fused = None
+
+    def fuse(self) -> None:
+        if self.fused is None:
+            self.fused = fuse_linears([self.self_attn.q_proj, self.self_attn.k_proj, self.self_attn.v_proj])
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, w = x.shape
@@ -111,7 +136,8 @@ class SiglipLayer(nn.Module):
         def split(t: Tensor) -> Tensor:
             return t.view(b, n, self.heads, w // self.heads).transpose(1, 2)
 
-        o = F.scaled_dot_product_attention(split(a.q_proj(h)), split(a.k_proj(h)), split(a.v_proj(h)))
+        q, k, v = project(h, self.fused, [a.q_proj, a.k_proj, a.v_proj])
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v))
         x = x + a.out_proj(o.transpose(1, 2).reshape(b, n, w))
         h = self.layer_norm2(x)
         return x + self.mlp.fc2(F.gelu(self.mlp.fc1(h), approximate="tanh"))
@@ -144,6 +170,19 @@ class GemmaAttention(nn.Module):
             self.o_proj = nn.Linear(g.num_heads * g.head_dim, width, bias=False)
         self.k_proj = nn.Linear(width, g.num_kv_heads * g.head_dim, bias=False)
         self.v_proj = nn.Linear(width, g.num_kv_heads * g.head_dim, bias=False)
+        self.fused = None
+
+    @property
+    def _linears(self) -> list[nn.Linear]:
+        return [self.q_proj, self.k_proj, self.v_proj] if hasattr(self, "q_proj") else [self.k_proj, self.v_proj]
+
+    def fuse(self) -> None:
+        if self.fused is None:
+            self.fused = fuse_linears(self._linears)
+
+    def qkv(self, h: Tensor) -> list[Tensor]:
+        """[q, k, v] (or [k, v] for a K/V-only layer)."""
+        return project(h, self.fused, self._linears)
 
 
 class GemmaMLP(nn.Module):
@@ -152,9 +191,15 @@ class GemmaMLP(nn.Module):
         self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
         self.up_proj = nn.Linear(width, mlp_dim, bias=False)
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+        self.fused = None
+
+    def fuse(self) -> None:
+        if self.fused is None:
+            self.fused = fuse_linears([self.gate_proj, self.up_proj])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        gate, up = project(x, self.fused, [self.gate_proj, self.up_proj])
+        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
 
 
 class RMSNorm(nn.Module):
@@ -214,10 +259,21 @@ class Pi05Model(nn.Module):
         self.action_out_proj = nn.Linear(e.width, sizes.max_action_dim)
         self.time_mlp_in = nn.Linear(e.width, e.width)
         self.time_mlp_out = nn.Linear(e.width, e.width)
+        self.embed_scale: float | None = None
 
     @property
     def dtype(self) -> torch.dtype:
         return self.projector.weight.dtype
+
+    def rounded_embed_scale(self, dtype: torch.dtype) -> float:
+        """sqrt(width) rounded to the embedding dtype, as the reference multiplies it."""
+        return float(torch.tensor(math.sqrt(self.sizes.vlm.width), dtype=dtype))
+
+    def prepare_inference(self) -> None:
+        """After loading and casting: fuse projections and fix the embedding scale as a Python float (a tensor
+        created inside ``embed_prefix`` would break torch.compile graphs and CUDA-graph capture)."""
+        self.fuse_projections()
+        self.embed_scale = self.rounded_embed_scale(self.dtype)
 
     # ------------------------------------------------------------------------------------------------------ prefix
     def embed_prefix(self, images: Tensor, tokens: Tensor) -> Tensor:
@@ -228,7 +284,7 @@ class Pi05Model(nn.Module):
             img = self.projector(self.vision(images))  # (n_cam, 256, width)
             parts.append(img.reshape(1, -1, img.shape[-1]))
         emb = self.llm.embed_tokens(tokens)
-        scale = torch.tensor(math.sqrt(self.sizes.vlm.width), dtype=emb.dtype)
+        scale = self.embed_scale if self.embed_scale is not None else self.rounded_embed_scale(emb.dtype)
         parts.append(emb * scale)
         return torch.cat(parts, dim=1)
 
@@ -239,32 +295,47 @@ class Pi05Model(nn.Module):
 
         Without ``key_mask`` all slots are valid. With it, valid slots must come first (positions 0..n_valid-1) and
         padded slots are excluded from every key set."""
-        x = self.embed_prefix(images, tokens)
-        return self.encode_embeddings(x, key_mask, n_valid)
+        keys, values = self.prefix_kv(images, tokens, key_mask)
+        if n_valid is None:
+            n_valid = keys.shape[3] if key_mask is None else int(key_mask[0].sum())
+        return PrefixCache(keys, values, key_mask, n_valid)
 
-    def encode_embeddings(self, x: Tensor, key_mask: Tensor | None = None, n_valid: int | None = None) -> PrefixCache:
+    def prefix_kv(self, images: Tensor, tokens: Tensor, key_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(keys, values), each (layers, batch, kv_heads, P, head_dim): plain tensors, so this is what gets
+        compiled and graph-captured."""
+        return self.embeddings_kv(self.embed_prefix(images, tokens), key_mask)
+
+    def embeddings_kv(self, x: Tensor, key_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         s, g = self.sizes, self.sizes.vlm
         b, p, _ = x.shape
-        if n_valid is None:
-            n_valid = p if key_mask is None else int(key_mask[0].sum())
         pos = torch.arange(p, device=x.device)[None].expand(b, p)
         cos, sin = rope_cos_sin(pos, g.head_dim, s.rope_theta, x.dtype)
         ks, vs = [], []
         for layer in self.llm.layers:
             attn = layer.self_attn
             h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.input_layernorm.weight.float())).to(x.dtype)
-            k = apply_rope(attn.k_proj(h).view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2), cos, sin)
-            v = attn.v_proj(h).view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2)
+            proj = attn.qkv(h)
+            k = apply_rope(proj[-2].view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2), cos, sin)
+            v = proj[-1].view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2)
             ks.append(k)
             vs.append(v)
             if layer.kv_only:
                 break
-            q = apply_rope(attn.q_proj(h).view(b, p, g.num_heads, g.head_dim).transpose(1, 2), cos, sin)
+            q = apply_rope(proj[0].view(b, p, g.num_heads, g.head_dim).transpose(1, 2), cos, sin)
             o = attention(q, k, v, key_mask)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(b, p, g.num_heads * g.head_dim))
             h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.post_attention_layernorm.weight.float())).to(x.dtype)
             x = x + layer.mlp(h)
-        return PrefixCache(torch.stack(ks), torch.stack(vs), key_mask, n_valid)
+        return torch.stack(ks), torch.stack(vs)
+
+    def fuse_projections(self) -> None:
+        """Fuse q/k/v and gate/up weights (after loading; see ``fuse_linears``)."""
+        for layer in self.vision.encoder.layers:
+            layer.fuse()
+        for layer in list(self.llm.layers) + list(self.expert.layers):
+            layer.self_attn.fuse()
+            if hasattr(layer, "mlp"):
+                layer.mlp.fuse()
 
     # ----------------------------------------------------------------------------------------------------- denoise
     def time_modulations(self, t: Tensor) -> list[Tensor]:
@@ -286,15 +357,17 @@ class Pi05Model(nn.Module):
         dt = -1.0 / num_steps
         return [torch.tensor([1.0 + k * dt], dtype=torch.float32, device=device) for k in range(num_steps)]
 
-    def velocity(self, cache: PrefixCache, x_t: Tensor, mods: list[Tensor]) -> Tensor:
+    def velocity(
+        self, keys: Tensor, values: Tensor, key_mask: Tensor | None, n_valid, x_t: Tensor, mods: list[Tensor]
+    ) -> Tensor:
+        """Flow velocity at x_t given the prefix K/V (``n_valid``: int or (1,) tensor, the first action position)."""
         s, e = self.sizes, self.sizes.expert
         b, n, _ = x_t.shape
         x = self.action_in_proj(x_t.to(self.dtype))
-        pos = cache.n_valid + torch.arange(n, device=x.device)[None].expand(b, n)
+        pos = n_valid + torch.arange(n, device=x.device)[None].expand(b, n)
         cos, sin = rope_cos_sin(pos, e.head_dim, s.rope_theta, x.dtype)
-        key_mask = None
-        if cache.key_mask is not None:
-            key_mask = torch.cat([cache.key_mask, torch.ones(b, n, dtype=torch.bool, device=x.device)], dim=1)
+        if key_mask is not None:
+            key_mask = torch.cat([key_mask, torch.ones(b, n, dtype=torch.bool, device=x.device)], dim=1)
 
         def ada(x: Tensor, mod: Tensor) -> tuple[Tensor, Tensor]:
             scale, shift, gate = mod[:, None].float().chunk(3, dim=-1)
@@ -303,11 +376,12 @@ class Pi05Model(nn.Module):
         for i, layer in enumerate(self.expert.layers):
             attn = layer.self_attn
             h, gate = ada(x, mods[2 * i])
-            q = apply_rope(attn.q_proj(h).view(b, n, e.num_heads, e.head_dim).transpose(1, 2), cos, sin)
-            k = apply_rope(attn.k_proj(h).view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2), cos, sin)
-            v = attn.v_proj(h).view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2)
-            k = torch.cat([cache.keys[i], k], dim=2)
-            v = torch.cat([cache.values[i], v], dim=2)
+            q, k, v = attn.qkv(h)
+            q = apply_rope(q.view(b, n, e.num_heads, e.head_dim).transpose(1, 2), cos, sin)
+            k = apply_rope(k.view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2), cos, sin)
+            v = v.view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2)
+            k = torch.cat([keys[i], k], dim=2)
+            v = torch.cat([values[i], v], dim=2)
             o = attention(q, k, v, key_mask)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(b, n, e.num_heads * e.head_dim)) * gate
             h, gate = ada(x, mods[2 * i + 1])
@@ -322,15 +396,21 @@ class Pi05Model(nn.Module):
         num_steps: int = 10,
         modulations: list[list[Tensor]] | None = None,
         trajectory: list | None = None,
+        velocity_fn=None,
     ) -> Tensor:
         """Flow-matching Euler integration from t=1 (noise) to t=0; returns normalized actions (B, chunk, max_dim)
-        in float32. ``modulations`` (per step, from ``time_modulations``) may be precomputed by the caller."""
+        in float32. ``modulations`` (per step, from ``time_modulations``) may be precomputed by the caller;
+        ``velocity_fn`` replaces ``self.velocity`` (e.g. a compiled version)."""
+        velocity = velocity_fn or self.velocity
         dt = -1.0 / num_steps
-        times = self.schedule(num_steps, noise.device)
         x = noise.float()
-        for k, t in enumerate(times):
-            mods = modulations[k] if modulations is not None else self.time_modulations(t)
-            v = self.velocity(cache, x, mods)
+        for k in range(num_steps):
+            if modulations is not None:  # precomputed: no host-to-device copy of t (CUDA-graph capturable)
+                mods, t = modulations[k], None
+            else:
+                t = self.schedule(num_steps, noise.device)[k]
+                mods = self.time_modulations(t)
+            v = velocity(cache.keys, cache.values, cache.key_mask, cache.n_valid, x, mods)
             if trajectory is not None:
                 trajectory.append((t, x, v))
             x = x + dt * v
