@@ -101,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     if result["checks"] is not None:
         print("\n".join(_proposal_lines(result["checks"])))
     if result["replay"] is None and result["checks"] is None:
-        print(
-            "calibrate: error: no MAE records (neither lag_mae nor adaptive pixel_mae) in "
-            f"{' '.join(args.dirs)}; record lag MAE in a full run first",
-            file=sys.stderr,
-        )
+        if result["lag_distribution"]:
+            why = (
+                f"lag_mae reaches only lag {result['max_lag']} (episodes too short or eval.lag_mae too small) and "
+                f"adaptive{period} needs lags 1..{period - 1}"
+            )
+        else:
+            why = "no MAE records (neither lag_mae nor adaptive pixel_mae); record lag MAE in a full run first"
+        print(f"calibrate: error: {' '.join(args.dirs)}: {why}", file=sys.stderr)
         return 2
     if args.json is not None:
         payload = {**result, **{k: vars(result[k]) if result[k] else None for k in ("replay", "checks")}}

@@ -583,8 +583,14 @@ class _Report:
                     "",
                 )
                 continue
-            if not pairing.cliffs:
-                base_ok = len(pairing.both_success)
+            base_ok = len(pairing.both_success)
+            if not pairing.cliffs and base_ok == 0:
+                self.add(
+                    f"**No cliff episodes**: no paired episode succeeded under `full` ({pairing.n_pairs} pairs), so "
+                    f"`{label}` had no success to lose.",
+                    "",
+                )
+            elif not pairing.cliffs:
                 self.add(
                     f"**No cliff episodes**: all {base_ok} paired episodes that succeeded under `full` also "
                     f"succeeded under `{label}` ({pairing.n_pairs} pairs).",
