@@ -12,7 +12,7 @@ import json
 import time
 
 from policies.scripted import ScriptedExpert
-from sim_eval.envs.privileged import PrivilegedLiberoEnv
+from sim_eval.envs.libero_env import LiberoEnv
 from sim_eval.rollout import run_episode
 
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     table = {}
     for task in args.tasks:
-        env = PrivilegedLiberoEnv(args.suite, task, MAX_STEPS[args.suite], cameras=False)
+        env = LiberoEnv(args.suite, task, MAX_STEPS[args.suite], cameras=False, privileged=True)
         policy = ScriptedExpert()
         wins = 0
         for i in range(args.first_init, args.first_init + args.inits):
@@ -37,18 +37,25 @@ def main() -> None:
             phases = [inf.get("phase") for inf in rec["inferences"]]
             last = phases[-1] if phases else None
             wins += bool(rec["success"])
-            print(f"{args.suite} task {task} init {i}: success={rec['success']} steps={rec['steps']} "
-                  f"last_phase={last} err={rec['error'] and rec['error']['message']} {time.time() - t0:.1f}s",
-                  flush=True)
+            print(
+                f"{args.suite} task {task} init {i}: success={rec['success']} steps={rec['steps']} "
+                f"last_phase={last} err={rec['error'] and rec['error']['message']} {time.time() - t0:.1f}s",
+                flush=True,
+            )
             if args.out:
                 with open(args.out, "a") as f:
-                    f.write(json.dumps({k: rec[k] for k in ("key", "success", "steps", "error")}
-                                       | {"last_phase": last}) + "\n")
+                    f.write(
+                        json.dumps({k: rec[k] for k in ("key", "success", "steps", "error")} | {"last_phase": last})
+                        + "\n"
+                    )
         table[task] = wins
         env.close()
     total = sum(table.values())
-    print(f"== {args.suite}: " + " ".join(f"t{t}:{w}/{args.inits}" for t, w in table.items())
-          + f" | {total}/{args.inits * len(table)} = {100 * total / (args.inits * len(table)):.0f}%")
+    print(
+        f"== {args.suite}: "
+        + " ".join(f"t{t}:{w}/{args.inits}" for t, w in table.items())
+        + f" | {total}/{args.inits * len(table)} = {100 * total / (args.inits * len(table)):.0f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,15 @@ def _rot_error(ctx: Context) -> float:
     return float(np.linalg.norm(rotvec(rot_z(ctx.yaw) @ R_HOME @ ctx.p["eef_mat"].T)))
 
 
-def move(ctx: Context, target: Target, grip: float, tol: float = 0.01, max_steps: int = 80,
-         speed: float | None = None, stall_steps: int = 0) -> Skill:
+def move(
+    ctx: Context,
+    target: Target,
+    grip: float,
+    tol: float = 0.01,
+    max_steps: int = 80,
+    speed: float | None = None,
+    stall_steps: int = 0,
+) -> Skill:
     """Servo the grip site to ``target``; True once within ``tol`` (and the wrist within 0.1 rad of its yaw).
     With ``stall_steps`` it also stops (False) when the hand has stopped moving for that long: it is blocked."""
     history: list[np.ndarray] = []
@@ -118,8 +125,9 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
         # The object hangs from the hand at whatever offset the grasp gave; aim the object, not the hand.
         dest = world.destination(p, pred, target)
         o, e = p["objects"][name], p["eef_pos"]
-        return np.array([dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]),
-                         bottom_z + (e[2] - o["aabb"][0, 2])])
+        return np.array(
+            [dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]), bottom_z + (e[2] - o["aabb"][0, 2])]
+        )
 
     dest = world.destination(ctx.p, pred, target)
     release_bottom = dest.surface + (0.005 if dest.inside else 0.012)
@@ -127,10 +135,12 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
     yield from transit(ctx, above, CLOSED, exclude=[target], held=name)
     # Line up precisely above the destination before going down (the On check wants the centres within 3 cm).
     hover = world.destination(ctx.p, pred, target)
-    yield from move(ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008,
-                    max_steps=40, speed=0.6)
-    yield from move(ctx, lambda p: eef_for(p, release_bottom), CLOSED, tol=0.006, max_steps=50, speed=0.4,
-                    stall_steps=5)
+    yield from move(
+        ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008, max_steps=40, speed=0.6
+    )
+    yield from move(
+        ctx, lambda p: eef_for(p, release_bottom), CLOSED, tol=0.006, max_steps=50, speed=0.4, stall_steps=5
+    )
     yield from actuate(ctx, OPEN, max_steps=10)
     up = ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.07])
     yield from move(ctx, up, OPEN, tol=0.02, max_steps=30, speed=0.7)

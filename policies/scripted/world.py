@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.scripted.motion import closing_axis, yaw_for_axis
+from policies.scripted.motion import yaw_for_axis
 
 GRIPPER_SPAN = 0.075  # widest object the Panda fingers close around with some margin (max opening ~0.08 m)
-FINGER_REACH = 0.04  # how far below an object's top the grip site may go before the palm touches it
 TIP_BELOW_SITE = 0.012  # fingertips hang this far below the grip site
+PALM_ABOVE_SITE = 0.03  # the palm's underside is this far above the grip site
+FINGER_OFFSET = 0.05  # fingers (open) reach this far from the centre line along the closing axis
+HAND_HALF_LENGTH = 0.105  # the palm's half length along the closing axis
+HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
 
 
@@ -84,35 +87,64 @@ def horizontal_axes(e: dict) -> list[tuple[np.ndarray, float]]:
     return axes
 
 
+def hand_clearance(p, center_xy: np.ndarray, axis: np.ndarray, z_site: float, exclude=()) -> float:
+    """Free space (metres; negative = collision) around a top-down hand at grip-site height ``z_site`` whose fingers
+    close along ``axis``. The fingers reach down to the tips near the centre line; the palm, about 20 cm long along
+    the closing axis, starts ``PALM_ABOVE_SITE`` above the grip site, so a tall neighbour well to the side still hits
+    it."""
+    best = np.inf
+    for offset in np.linspace(-HAND_HALF_LENGTH, HAND_HALF_LENGTH, 15):
+        point = center_xy + axis[:2] * offset
+        low = z_site - TIP_BELOW_SITE if abs(offset) <= FINGER_OFFSET else z_site + PALM_ABOVE_SITE
+        for name, e in p["objects"].items():
+            if name in exclude or e["aabb"][1, 2] <= low:
+                continue
+            lo, hi = e["aabb"][0, :2], e["aabb"][1, :2]
+            d = np.maximum(np.maximum(lo - point, point - hi), 0.0)
+            best = min(best, float(np.linalg.norm(d)) - HAND_HALF_WIDTH)
+    return best
+
+
+def _rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1], 0.0])
+
+
 def plan_grasp(p, name: str, yaw_now: float) -> Grasp:
-    """Grasp by geometry: objects narrow enough for the fingers are taken from above across their narrow side;
-    wider ones (bowls, mugs, ramekins) by the rim, one finger inside the wall, from the side with most free space."""
+    """Grasp by geometry: objects narrow enough for the fingers are taken from above across their narrow side
+    (turned by up to 45 degrees if that keeps the hand off a neighbour); wider ones (bowls, mugs, ramekins) by the
+    rim, one finger inside the wall, from the side where the hand has most free space."""
     e = obj(p, name)
     lo, hi = e["aabb"]
-    height = hi[2] - lo[2]
     c = center(e)
     axes = sorted(horizontal_axes(e), key=lambda a: a[1])
-    narrow_dir, narrow = axes[0]
+    (narrow_dir, narrow), (_, wide) = axes
     if narrow <= GRIPPER_SPAN:
-        z = max(lo[2] + TIP_BELOW_SITE + 0.004, hi[2] - FINGER_REACH, lo[2] + 0.35 * height)
-        z = min(z, hi[2] - 0.01)
-        return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(narrow_dir, yaw_now), "top")
-    radius = min(a[1] for a in axes) / 2.0
-    others = [n for n in p["objects"] if n != name]
+        z = max(lo[2] + TIP_BELOW_SITE + 0.004, hi[2] - PALM_ABOVE_SITE + 0.002)
+        best, best_score = None, -np.inf
+        for deg in (0, 15, -15, 30, -30, 45, -45):
+            turn = np.radians(deg)
+            chord = min(narrow / max(np.cos(turn), 1e-9), wide / max(abs(np.sin(turn)), 1e-9))
+            if chord > GRIPPER_SPAN:
+                continue
+            axis = _rotate_xy(narrow_dir, turn)
+            score = min(hand_clearance(p, c[:2], axis, z, exclude=[name]), 0.02) - 0.0002 * abs(deg)
+            if score > best_score:
+                best, best_score = axis, score
+        return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(best, yaw_now), "top")
+    radius = narrow / 2.0
+    z = max(hi[2] - 0.02, lo[2] + TIP_BELOW_SITE + 0.01)
     best, best_score = None, -np.inf
     for k in range(RIM_DIRECTIONS):
         ang = 2 * np.pi * k / RIM_DIRECTIONS
         radial = np.array([np.cos(ang), np.sin(ang), 0.0])
         rim = c[:2] + radial[:2] * (radius - 0.012)
-        outer = c[:2] + radial[:2] * (radius + 0.03)  # where the outside finger goes down
-        score = min(footprint_distance(p, outer, exclude=[name]), 0.06)
+        score = min(hand_clearance(p, rim, radial, z, exclude=[name]), 0.03)
         # Prefer the side facing the robot (negative x): the arm then does not reach over the object.
-        score += 0.01 * (-radial[0])
+        score += 0.005 * (-radial[0])
         if score > best_score:
             best, best_score = (rim, radial), score
     rim, radial = best
-    del others
-    z = max(hi[2] - 0.02, lo[2] + TIP_BELOW_SITE + 0.01)
     return Grasp(np.array([rim[0], rim[1], z]), yaw_for_axis(radial, yaw_now), "rim")
 
 
@@ -138,7 +170,3 @@ def destination(p, pred: str, target: str) -> Destination:
         return Destination(s["pos"][:2].copy(), float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
-
-
-def closing_dir(yaw: float) -> np.ndarray:
-    return closing_axis(yaw)

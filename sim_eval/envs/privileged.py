@@ -51,14 +51,14 @@ class _ModelIndex:
         }
 
 
-_INDEX: dict[int, _ModelIndex] = {}
-
-
 def _index(env) -> _ModelIndex:
+    # Cached on the env itself, never in a module-level table: robosuite rebuilds the model on every hard reset, and a
+    # table keyed by model would keep each episode's (large) compiled model alive.
     model = env.sim.model._model
-    index = _INDEX.get(id(model))
+    index = getattr(env, "_sim_eval_privileged_index", None)
     if index is None or index.model is not model:
-        index = _INDEX[id(model)] = _ModelIndex(env)
+        index = _ModelIndex(env)
+        env._sim_eval_privileged_index = index
     return index
 
 
@@ -116,8 +116,10 @@ def privileged_observation(env) -> dict[str, Any]:
             if len(geoms_b):
                 part_corners = _geom_corners(model, data, geoms_b)
                 entity["parts"][model.body(body).name] = {
-                    "joints": [model.joint(j).name for j in range(model.body_jntadr[body],
-                                                                  model.body_jntadr[body] + model.body_jntnum[body])],
+                    "joints": [
+                        model.joint(j).name
+                        for j in range(model.body_jntadr[body], model.body_jntadr[body] + model.body_jntnum[body])
+                    ],
                     "aabb": _box(part_corners.reshape(-1, 3)),
                     "geom_min": part_corners.min(axis=1),
                     "geom_max": part_corners.max(axis=1),
@@ -146,21 +148,3 @@ def privileged_observation(env) -> dict[str, Any]:
         "goal_status": np.array([bool(env._eval_predicate(state)) for state in goal], dtype=bool),
         "obj_of_interest": [str(n) for n in env.parsed_problem.get("obj_of_interest", [])],
     }
-
-
-def _privileged_env_class():
-    from sim_eval.envs.libero_env import LiberoEnv
-
-    class _PrivilegedLiberoEnv(LiberoEnv):
-        """``LiberoEnv`` whose observations carry ``obs["privileged"]``; stands in for the env's own flag."""
-
-        def _observe(self, raw):
-            obs = super()._observe(raw)
-            obs["privileged"] = privileged_observation(self.sim)
-            return obs
-
-    return _PrivilegedLiberoEnv
-
-
-def PrivilegedLiberoEnv(*args, **kwargs):  # noqa: N802 - used like a class
-    return _privileged_env_class()(*args, **kwargs)
