@@ -7,6 +7,9 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from sim_eval.analysis.render import build_report
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.analysis.stats import pair_with_baseline
@@ -18,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _write_run(path: Path, records: list[dict]) -> Path:
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     (path / EPISODES_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
@@ -128,3 +131,43 @@ def test_report_over_two_suites_and_bad_dirs(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
     assert os.path.exists(a / "report.json")
+
+
+def _mp4(path: Path, frames: int, value: int) -> str:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio.get_writer(path, fps=20, codec="libx264", macro_block_size=8)
+    for i in range(frames):
+        writer.append_data(np.full((32, 64, 3), (value + 4 * i) % 255, np.uint8))
+    writer.close()
+    return path.name
+
+
+def test_cliff_videos_side_by_side(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio.v2 as imageio
+
+    keys = ["libero_goal/0/0", "libero_goal/0/1"]
+    full = [_rec(k, "full", True) for k in keys]
+    cached = [_rec(k, "cache3", False) for k in keys]  # two cliffs
+    for run, records, frames in (("full", full, 12), ("cache3", cached, 20)):
+        for i, record in enumerate(records):
+            if i == 0:  # the first cliff has real videos on both sides
+                record["video"] = "videos/" + _mp4(tmp_path / run / "videos" / f"ep{i}.mp4", frames, 40 * i)
+            else:  # the second has files that are not videos
+                record["video"] = f"videos/ep{i}.mp4"
+                (tmp_path / run / "videos" / f"ep{i}.mp4").write_bytes(b"not a video")
+    _write_run(tmp_path / "full", full)
+    _write_run(tmp_path / "cache3", cached)
+    (tmp_path / "expert").mkdir()
+    (tmp_path / "expert" / EPISODES_FILE).write_text(json.dumps({**_rec(keys[0], "-", True), "policy": "expert"}))
+    text = build_report([tmp_path / "full", tmp_path / "cache3", tmp_path / "expert"], tmp_path / "out").read_text()
+
+    (link,) = re.findall(r"\[side by side\]\(([^)]+)\)", text)
+    with imageio.get_reader(tmp_path / "out" / link) as reader:
+        frames = [frame for frame in reader]
+    assert len(frames) == 20  # the longer episode; the shorter holds its last frame
+    assert frames[0].shape[:2] == (2 * (32 + 14), 64)  # full above the mode, each under a label bar
+    assert "could not compose" in text  # the unreadable pair is reported, the report still written
+    assert "`expert:-`: a policy without cache modes; shown without pairing." in text

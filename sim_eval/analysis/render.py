@@ -33,9 +33,11 @@ from sim_eval.analysis.stats import (
     shadow_summary,
     success_by,
 )
+from sim_eval.analysis.videos import side_by_side
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "report_plots"
+VIDEOS_DIR = "report_videos"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -266,10 +268,13 @@ class _Report:
         compared = [g for g in self.groups if id(g) in self.pairings]
         missing_base = [g for g in self.groups if not g.is_baseline and id(g) not in self.pairings]
         for group in missing_base:
-            self.add(
-                f"- `{self.label[id(group)]}`: no `full` run of policy `{group.policy}` among the inputs, so no "
-                "paired comparison."
-            )
+            if parse_mode(group.mode)[1] is None:  # e.g. "-" of a scripted policy: nothing to compare against
+                self.add(f"- `{self.label[id(group)]}`: a policy without cache modes; shown without pairing.")
+            else:
+                self.add(
+                    f"- `{self.label[id(group)]}`: no `full` run of policy `{group.policy}` among the inputs, so no "
+                    "paired comparison."
+                )
         if missing_base:
             self.add("")
         if not compared:
@@ -626,6 +631,7 @@ class _Report:
                     _num(shadow["first_below"][0.5], 0) if shadow and shadow["first_below"][0.5] is not None else "–",
                     _video_cell(base, self.out),
                     _video_cell(record, self.out),
+                    self._side_by_side(group, key, base, record) if key in pairing.cliffs[: self.max_traces] else "–",
                 ]
             )
         self.add(
@@ -647,6 +653,7 @@ class _Report:
                     "first cos<0.5",
                     "video full",
                     f"video {label}",
+                    "side by side",
                 ],
                 rows,
             ),
@@ -670,6 +677,18 @@ class _Report:
             self.add(
                 f"({len(pairing.cliffs) - len(shown)} more cliff episode(s) not plotted; raise `--max-traces`.)", ""
             )
+
+    def _side_by_side(self, group: Group, key: str, base: dict, record: dict) -> str:
+        """Link to a composed video (``full`` above, the mode below) when both episodes have one; ``–`` otherwise."""
+        paths = [Path(r["_run_dir"]) / r["video"] for r in (base, record) if r.get("video")]
+        if len(paths) < 2 or not all(p.is_file() for p in paths):
+            return "–"
+        out = self.out / VIDEOS_DIR / f"{_slug(group.policy)}_{_slug(group.mode)}_{_slug(key)}.mp4"
+        try:
+            side_by_side(paths[0], paths[1], out, f"full  {key}", f"{group.mode}  {key}")
+        except Exception as exc:  # an unreadable video must not cost the rest of the report
+            return f"could not compose ({type(exc).__name__})"
+        return f"[side by side]({_rel(out, self.out)})"
 
     def errors(self) -> None:
         rows = []
@@ -725,9 +744,11 @@ def build_report(
     max_traces: int = 24,
     input_label: str | None = None,
 ) -> Path:
-    """Write ``report.md``, ``report.json`` and ``report_plots/*.png`` into ``out_dir`` (default: the first path);
-    return the path of ``report.md``. ``input_label`` replaces the list of input paths in the header (reports whose
-    inputs live in a temporary directory). Raises ``runs.NoEpisodesError`` for a path without episode records."""
+    """Write ``report.md``, ``report.json``, ``report_plots/*.png`` and, for cliff episodes whose baseline and mode
+    episodes both have a video, ``report_videos/*.mp4`` (full above, mode below) into ``out_dir`` (default: the
+    first path); return the path of ``report.md``. ``input_label`` replaces the list of input paths in the header
+    (reports whose inputs live in a temporary directory). Raises ``runs.NoEpisodesError`` for a path without episode
+    records."""
     if not paths:
         raise ValueError("no directory given")
     if max_traces < 0:
