@@ -456,7 +456,7 @@ class _Report:
             rows.append(
                 [
                     f"`{self.label[id(group)]}`",
-                    "controller checks",
+                    "vs last full frame",
                     d["n"],
                     *self._dist_cells(d),
                     _num(threshold, 2),
