@@ -135,14 +135,13 @@ class EpisodeRunner:
         self._env, self._env_task = None, None
 
 
-def _worker_main(cfg_yaml: str, run_dir: str, todo: mp.Queue, results: mp.Queue, worker: int) -> None:
+def _worker_main(run: RunConfig, policy_cfg: dict, run_dir: str, todo: mp.Queue, results: mp.Queue, worker: int):
     """A spawned worker: its own policy and simulator; pulls episodes until the sentinel, reports start and record."""
-    from sim_eval.config import register_configs, validate
-
-    register_configs()
-    cfg = OmegaConf.create(cfg_yaml)
-    run = validate(cfg)
-    runner = EpisodeRunner(run, build_policy(cfg.policy), Path(run_dir))
+    try:
+        runner = EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir))
+    except Exception:  # the policy cannot be built here: no episode can run, so the parent stops the evaluation
+        results.put(("fatal", worker, traceback.format_exc()))
+        return
     try:
         while (item := todo.get()) is not None:
             results.put(("start", worker, item))
@@ -153,13 +152,14 @@ def _worker_main(cfg_yaml: str, run_dir: str, todo: mp.Queue, results: mp.Queue,
 
 
 def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]]) -> Iterator[dict]:
-    """Yield records from ``eval.num_workers`` spawned processes. A worker that dies (segfault, OOM kill) yields an
-    error record for its episode in flight and is replaced, so no planned episode is silently lost."""
+    """Yield records from ``eval.num_workers`` spawned processes. A worker that dies mid-episode (segfault, OOM kill)
+    yields an error record for its episode in flight and is replaced, so no planned episode is silently lost; a
+    worker that cannot build its policy stops the evaluation."""
     ctx = mp.get_context("spawn")  # forked children of a process that rendered hang in EGL
     work, results = ctx.Queue(), ctx.Queue()
     for item in todo:
         work.put(item)
-    cfg_yaml = OmegaConf.to_yaml(cfg)
+    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
     n_workers = min(run.eval.num_workers, len(todo))
     for _ in range(n_workers):
         work.put(None)
@@ -167,35 +167,42 @@ def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tupl
     in_flight: dict[int, tuple[int, int] | None] = {}
 
     def start(worker: int) -> None:
-        proc = ctx.Process(target=_worker_main, args=(cfg_yaml, str(run_dir), work, results, worker), daemon=True)
+        args = (run, policy_cfg, str(run_dir), work, results, worker)
+        proc = ctx.Process(target=_worker_main, args=args, daemon=True)
         proc.start()
         procs[worker], in_flight[worker] = proc, None
 
     for worker in range(n_workers):
         start(worker)
     next_id, done = n_workers, set()
-    while len(done) < len(procs):
-        try:
-            kind, worker, payload = results.get(timeout=1.0)
-        except queue.Empty:
-            # Only an empty queue proves a dead worker said nothing more: its last messages arrive before its exit.
-            for worker, proc in list(procs.items()):
-                if worker not in done and proc.exitcode is not None:
-                    done.add(worker)
-                    if in_flight[worker] is not None:
-                        yield _worker_death_record(run, in_flight[worker], proc.exitcode)
-                    start(next_id)  # the dead worker never took its sentinel: the replacement will
-                    next_id += 1
-            continue
-        if kind == "start":
-            in_flight[worker] = tuple(payload)
-        elif kind == "record":
-            in_flight[worker] = None
-            yield payload
-        elif kind == "done":
-            done.add(worker)
-    for proc in procs.values():
-        proc.join(timeout=10)
+    try:
+        while len(done) < len(procs):
+            try:
+                kind, worker, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                # Only an empty queue proves a dead worker said nothing more: its last messages precede its exit.
+                for worker, proc in list(procs.items()):
+                    if worker not in done and proc.exitcode is not None:
+                        done.add(worker)
+                        if in_flight[worker] is not None:
+                            yield _worker_death_record(run, in_flight[worker], proc.exitcode)
+                        start(next_id)  # the dead worker never took its sentinel: the replacement will
+                        next_id += 1
+                continue
+            if kind == "fatal":
+                raise RuntimeError(f"worker {worker} could not build the policy:\n{payload}")
+            if kind == "start":
+                in_flight[worker] = tuple(payload)
+            elif kind == "record":
+                in_flight[worker] = None
+                yield payload
+            elif kind == "done":
+                done.add(worker)
+    finally:
+        for proc in procs.values():  # all done after a normal run; after a fatal error, stop the rest now
+            if len(done) < len(procs):
+                proc.terminate()
+            proc.join(timeout=30)
 
 
 def _worker_death_record(run: RunConfig, task_episode: tuple[int, int], exitcode: int) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""Shared test set-up: headless rendering, config composition through Hydra's compose API, fixture paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO / "conf"
+FIXTURES = REPO.parent / "shared" / "fixtures" / "pi05"
+
+
+def compose(overrides: list[str]):
+    """The config ``python -m sim_eval <overrides>`` would run with (minus Hydra's own runtime keys)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sim_eval.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600, module: str = "sim_eval"):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# A short, cheap episode setup for simulator tests: low-res renders and few control steps keep CI fast on 2 cores.
+FAST_SIM = ["protocol.render_size=64", "protocol.model_image_size=64", "eval.max_steps=8", "protocol.num_wait_steps=2"]
+
+
+@pytest.fixture
+def fast_sim_overrides():
+    return list(FAST_SIM)

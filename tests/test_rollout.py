@@ -1,0 +1,175 @@
+"""Rollouts on the real simulator: records, crashes, resume after kill -9, workers, shards via submitit, merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_SIM, REPO, compose, run_cli
+
+from policies.simple import ConstantPolicy
+from sim_eval.app import evaluate
+from sim_eval.config import validate
+from sim_eval.loggers import build_logger
+from sim_eval.records import read_records
+
+pytestmark = pytest.mark.sim
+
+BASE = ["policy=constant", "suite=libero_object", "eval.tasks=[1]", *FAST_SIM]
+
+
+class RaisingPolicy(ConstantPolicy):
+    """Raises on the second inference of the chosen episodes; behaves like ConstantPolicy otherwise."""
+
+    def __init__(self, crash_episodes: set[int]):
+        super().__init__(chunk=4)
+        self.crash_episodes = crash_episodes
+
+    def reset(self, task):
+        super().reset(task)
+        self._episode = task.episode_index
+
+    def infer(self, obs):
+        if self._episode in self.crash_episodes and self._calls == 1:
+            raise RuntimeError(f"policy exploded in episode {self._episode}")
+        return super().infer(obs)
+
+
+def _keys(run_dir: Path) -> list[str]:
+    return [r["key"] for r in read_records(run_dir / "episodes.jsonl")]
+
+
+def test_rollout_record_is_well_formed(tmp_path):
+    result = run_cli([*BASE, "eval.episodes_per_task=2", "eval.video=all", f"hydra.run.dir={tmp_path}"], cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_records(tmp_path / "episodes.jsonl")
+    assert [r["key"] for r in records] == ["libero_object/1/0", "libero_object/1/1"]
+    record = records[0]
+    assert record["task_language"] == "pick up the cream cheese and place it in the basket"
+    assert (record["init_state_index"], record["env_seed"]) == (0, 7)
+    assert isinstance(record["noise_seed"], int)
+    assert (record["policy"], record["cache_mode"]) == ("constant", "-")
+    assert record["protocol"]["name"] == "openpi" and record["protocol"]["max_steps"] == 8
+    assert record["protocol"]["replan_steps"] == 5 and record["protocol"]["num_wait_steps"] == 2
+    assert record["success"] is False and record["error"] is None and record["steps"] == 8
+    # Chunks of 10 executed 5 at a time: inferences at control steps 0 and 5, each with its timing.
+    assert [inf["step"] for inf in record["inferences"]] == [0, 5]
+    assert all(inf["infer_ms"] >= 0 for inf in record["inferences"])
+    assert record["inferences"][0]["lag_mae"] == [] and len(record["inferences"][1]["lag_mae"]) == 1
+    assert record["wall_s"] > 0
+    video = tmp_path / record["video"]
+    assert video.is_file() and video.name == "libero_object_task01_ep000_failure.mp4"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["overall"]["finished"] == 2 and summary["overall"]["success_rate"] == 0.0
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_policy_crash_is_an_error_record_and_the_run_goes_on(tmp_path):
+    run = validate(compose([*BASE, "eval.episodes_per_task=3"]))
+    logger = build_logger(mode="disabled", project="sim_eval", entity=None, dir=None)
+    summary = evaluate(run, None, tmp_path, logger, policy=RaisingPolicy(crash_episodes={1}))
+    records = {r["key"]: r for r in read_records(tmp_path / "episodes.jsonl")}
+    assert list(records) == ["libero_object/1/0", "libero_object/1/1", "libero_object/1/2"]
+    crashed = records["libero_object/1/1"]
+    assert crashed["success"] is None
+    assert crashed["error"]["type"] == "RuntimeError"
+    assert "policy exploded in episode 1" in crashed["error"]["message"]
+    assert "Traceback" in crashed["error"]["traceback"] and "infer" in crashed["error"]["traceback"]
+    assert records["libero_object/1/2"]["error"] is None
+    assert summary["overall"]["errors"] == 1 and summary["overall"]["finished"] == 2
+
+
+def test_resume_after_kill_9_finishes_exactly_the_plan(tmp_path):
+    args = [*BASE, "eval.episodes_per_task=4", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim_eval", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    episodes = tmp_path / "episodes.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_keys(tmp_path)) < 1:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = _keys(tmp_path)
+    assert 1 <= len(interrupted) < 4, "the kill must land mid-run"
+    result = run_cli(args, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = _keys(tmp_path)
+    assert sorted(keys) == [f"libero_object/1/{i}" for i in range(4)] and len(keys) == len(set(keys))
+    assert keys[: len(interrupted)] == interrupted  # kept, not rerun
+    assert episodes.read_bytes().endswith(b"\n")
+    # A third run finds nothing left to do.
+    again = run_cli(args, cwd=REPO)
+    assert again.returncode == 0 and _keys(tmp_path) == keys
+
+
+def test_spawned_workers_record_every_episode(tmp_path):
+    result = run_cli(
+        [
+            "policy=constant",
+            "suite=libero_object",
+            "eval.tasks=[1,2]",
+            "eval.episodes_per_task=2",
+            "eval.num_workers=2",
+            *FAST_SIM,
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = sorted(_keys(tmp_path))
+    assert keys == ["libero_object/1/0", "libero_object/1/1", "libero_object/2/0", "libero_object/2/1"]
+    assert all(r["error"] is None for r in read_records(tmp_path / "episodes.jsonl"))
+
+
+def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            "hydra/launcher=local",
+            "eval.shard.index=0,1,2",
+            "eval.shard.count=3",
+            *BASE,
+            "eval.tasks=[1,2]",
+            "eval.episodes_per_task=2",
+            "eval.max_steps=3",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(shards) == 3
+    per_shard = [set(_keys(shard)) for shard in shards]
+    assert all(per_shard) and sum(len(s) for s in per_shard) == 4
+    merged = run_cli(
+        [*map(str, shards), shards[0].as_posix(), "--out", str(tmp_path / "merged")], cwd=REPO, module="sim_eval.merge"
+    )
+    assert merged.returncode == 0, merged.stderr
+    keys = _keys(tmp_path / "merged")
+    assert sorted(keys) == sorted(set().union(*per_shard)) and len(keys) == 4
+    summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert summary["overall"]["episodes"] == 4
+
+
+def test_lag_mae_measures_image_change():
+    from sim_eval.rollout import LagMAE
+
+    lag = LagMAE(depth=2)
+    black, grey = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8)
+    assert lag({"agentview": black, "wrist": black}) == []
+    assert lag({"agentview": grey, "wrist": black}) == [10.0]
+    assert lag({"agentview": grey, "wrist": grey}) == [10.0, 10.0]
