@@ -143,7 +143,7 @@ class WandbLogger:
                 config=config,
                 reinit="finish_previous",  # a Hydra multirun runs its jobs in one process
             )
-        except Exception as exc:  # noqa: BLE001 -- any wandb failure must leave the evaluation running
+        except Exception as exc:  # any wandb failure must leave the evaluation running
             self._fail("start", exc)
 
     def log_episode(self, record: dict[str, Any]) -> None:
@@ -165,7 +165,7 @@ class WandbLogger:
             if times:
                 row["episode/infer_ms_mean"] = sum(times) / len(times)
             self._run.log({k: v for k, v in row.items() if v is not None}, step=self._episodes)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("log_episode", exc)
 
     def finish(self, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -178,6 +178,9 @@ class WandbLogger:
             policy = records[0].get("policy") if records else None
             mode = records[0].get("cache_mode") if records else None
             baseline = find_baseline(self._group, self._run_dir, policy) if mode != BASELINE_MODE else []
+            # only this job's episodes: other suites or shards of the sweep are not "missing" from this job
+            keys = {r["key"] for r in records}
+            baseline = [r for r in baseline if r["key"] in keys]
             numbers = headline(records, baseline or None)
             self._run.summary.update({k: v for k, v in numbers.items() if v is not None})
             self._run.summary["summary"] = metrics
@@ -193,7 +196,7 @@ class WandbLogger:
                 self._log_cliff_videos(wandb, pairing.cliffs, records, baseline)
             self._run.finish()
             self._run = None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("finish", exc)
 
     def _log_cliff_videos(self, wandb: Any, cliffs: list[str], records: list[dict], baseline: list[dict]) -> None:

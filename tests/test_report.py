@@ -98,6 +98,7 @@ def test_report_without_cliffs_says_so(tmp_path):
     text = (out / "report.md").read_text()
     assert "**No cliff episodes**: all 4 paired episodes that succeeded under `full` also succeeded under " in text
     assert "No shadow reference in these records" in text
+    assert "| libero_goal/0 | 2/3 [21%, 94%] | 2/3 [21%, 94%] |" in text  # per-task Wilson table
     assert "No pixel MAE in these records" in text
     assert "SYNTHETIC" not in text
     assert not (full / "report.md").exists()  # --out chose the output directory

@@ -342,6 +342,22 @@ class _Report:
             plots.heatmap(labels, [self.label[id(g)] for g in self.groups], cells, self.plot_dir / "tasks_heatmap.png"),
             "per-task success",
         )
+        rows = []
+        for task in tasks:
+            row = [f"{task[0]}/{task[1]}"]
+            for group in self.groups:
+                c = by_group[id(group)].get(task)
+                if c is None:
+                    row.append("not run")
+                    continue
+                cell = f"{c['successes']}/{c['finished']}"
+                if c["finished"]:
+                    cell += f" [{_pct(c['ci_low'], 0)}, {_pct(c['ci_high'], 0)}]"
+                row.append(cell + (f", {c['errors']} error(s)" if c["errors"] else ""))
+            rows.append(row)
+        # collapsed: the heat map carries the picture, this table the exact counts and intervals
+        self.add("<details><summary>Per-task successes / finished episodes [Wilson 95%], errors</summary>", "")
+        self.add(_table(["task", *[f"`{self.label[id(g)]}`" for g in self.groups]], rows), "", "</details>", "")
         compared = [g for g in self.groups if id(g) in self.pairings]
         if not compared:
             return
