@@ -8,7 +8,16 @@ import pytest
 from policies.base import TaskContext
 from policies.scripted import ScriptedExpert
 from policies.scripted.expert import MissingPrivilegedState, plan
-from policies.scripted.motion import R_HOME, Servo, closing_axis, current_yaw, rot_z, rotvec, yaw_for_axis
+from policies.scripted.motion import (
+    R_HOME,
+    WRIST_CENTER_YAW,
+    Servo,
+    closing_axis,
+    current_yaw,
+    rot_z,
+    rotvec,
+    yaw_for_axis,
+)
 
 
 def test_rotvec_recovers_rotations_up_to_a_half_turn():
@@ -22,11 +31,12 @@ def test_rotvec_recovers_rotations_up_to_a_half_turn():
         np.testing.assert_allclose(rotvec(mat), axis * angle, atol=1e-9)
 
 
-def test_yaw_for_axis_closes_the_fingers_along_the_requested_direction_without_winding():
+def test_yaw_for_axis_closes_the_fingers_along_the_requested_direction_within_the_wrist_range():
     for angle in np.linspace(-3.0, 3.0, 13):
         direction = np.array([np.cos(angle), np.sin(angle), 0.0])
-        yaw = yaw_for_axis(direction, current_yaw=0.0)
-        assert abs(yaw) <= np.pi / 2 + 1e-9  # the gripper is symmetric: never turn more than a quarter
+        yaw = yaw_for_axis(direction)
+        # the gripper is symmetric: never more than a quarter turn from the middle of the wrist joint's range
+        assert abs(yaw - WRIST_CENTER_YAW) <= np.pi / 2 + 1e-9
         assert abs(abs(closing_axis(yaw) @ direction) - 1.0) < 1e-9
     assert abs(current_yaw(rot_z(0.4) @ R_HOME) - 0.4) < 1e-12
 

@@ -83,7 +83,7 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
     bar_lo, bar_hi = part["geom_min"][handle], part["geom_max"][handle]
     bar = centers[handle]
     bar_depth = float((bar_hi - bar_lo) @ np.abs(out))
-    ctx.yaw = yaw_for_axis(np.cross([0.0, 0.0, 1.0], out), ctx.yaw)  # fingers side by side along the bar
+    ctx.yaw = yaw_for_axis(np.cross([0.0, 0.0, 1.0], out))  # fingers side by side along the bar
     if world.finger_width(ctx.p) > 0.01:
         yield from skills.actuate(ctx, CLOSED)
     z = bar_lo[2] + 0.004
@@ -156,7 +156,7 @@ def rotate_hinge(ctx: skills.Context, entity: str, joint: str, increase: bool, d
     if world.finger_width(ctx.p) > 0.01:
         yield from skills.actuate(ctx, CLOSED)
     start, tangent = push_point(ctx.p, behind=0.035)
-    ctx.yaw = yaw_for_axis(np.array([tangent[0], tangent[1], 0.0]), ctx.yaw)  # fingers in line with the push
+    ctx.yaw = yaw_for_axis(np.array([tangent[0], tangent[1], 0.0]))  # fingers in line with the push
     yield from skills.transit(ctx, start + np.array([0.0, 0.0, 0.05]), CLOSED)
     yield from skills.move(ctx, start, CLOSED, tol=0.008, max_steps=40, speed=0.5, stall_steps=6)
     for _ in range(60):

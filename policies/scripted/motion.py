@@ -55,12 +55,17 @@ def closing_axis(yaw: float) -> np.ndarray:
     return rot_z(yaw) @ np.array([0.0, 1.0, 0.0])
 
 
-def yaw_for_axis(axis: np.ndarray, current_yaw: float = 0.0) -> float:
-    """Gripper yaw whose closing axis is the horizontal direction ``axis``; of the two equivalent yaws (the gripper
-    is symmetric under a half turn) the one nearer ``current_yaw``, so the wrist never winds up."""
+# The wrist joint sits at about 0.76 rad at yaw 0 and turns opposite to the yaw, within +-2.9 rad; yaws are picked
+# as close as possible to the middle of what it can reach, so a quarter turn either way never hits the joint limit.
+WRIST_CENTER_YAW = 0.6
+
+
+def yaw_for_axis(axis: np.ndarray) -> float:
+    """Gripper yaw whose closing axis is the horizontal direction ``axis``. The gripper is symmetric under a half
+    turn; of the equivalent yaws this is the one nearest the middle of the wrist's range."""
     yaw = float(np.arctan2(-axis[0], axis[1]))
     candidates = [yaw + k * np.pi for k in (-2, -1, 0, 1, 2)]
-    return min(candidates, key=lambda c: abs(c - current_yaw))
+    return min(candidates, key=lambda c: abs(c - WRIST_CENTER_YAW))
 
 
 def current_yaw(eef_mat: np.ndarray) -> float:

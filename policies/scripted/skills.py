@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.scripted import world
-from policies.scripted.motion import CLOSED, OPEN, R_HOME, Servo, current_yaw, rot_z, rotvec
+from policies.scripted.motion import CLOSED, OPEN, R_HOME, Servo, rot_z, rotvec
 
 Action = np.ndarray
 Skill = Generator[Action, None, bool]
@@ -49,9 +49,13 @@ def move(
     """Servo the grip site to ``target``; True once within ``tol`` (and the wrist within 0.1 rad of its yaw).
     With ``stall_steps`` it also stops (False) when the hand has stopped moving for that long: it is blocked."""
     history: list[np.ndarray] = []
+    rot_errors: list[float] = []
     for _ in range(max_steps):
         goal = np.asarray(target(ctx.p) if callable(target) else target)
-        if np.linalg.norm(goal - ctx.p["eef_pos"]) < tol and _rot_error(ctx) < 0.1:
+        rot_errors.append(_rot_error(ctx))
+        # A wrist that stopped turning (at a joint limit) must not hold the arm hostage once the hand is in place.
+        rot_stuck = len(rot_errors) > 8 and rot_errors[-9] - rot_errors[-1] < 0.01
+        if np.linalg.norm(goal - ctx.p["eef_pos"]) < tol and (rot_errors[-1] < 0.1 or rot_stuck):
             return True
         history.append(ctx.p["eef_pos"].copy())
         if stall_steps and len(history) > stall_steps:
@@ -59,6 +63,18 @@ def move(
                 return False
         yield ctx.servo(ctx.p, goal, ctx.yaw, grip, speed)
     return False
+
+
+def guarded(ctx: Context, skill: Skill, ok: Callable[[dict], bool]) -> Skill:
+    """Run ``skill`` while ``ok(p)`` holds; stop it (False) the first step it does not."""
+    while True:
+        if not ok(ctx.p):
+            return False
+        try:
+            action = next(skill)
+        except StopIteration as stop:
+            return stop.value
+        yield action
 
 
 def actuate(ctx: Context, grip: float, max_steps: int = 14) -> Skill:
@@ -96,7 +112,7 @@ def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str |
 def pick(ctx: Context, name: str) -> Skill:
     """Grasp ``name`` and lift it; True when it is in the hand (fingers not shut on air, object rose with the hand)."""
     ctx.phase = f"pick:{name}"
-    grasp = world.plan_grasp(ctx.p, name, current_yaw(ctx.p["eef_mat"]))
+    grasp = world.plan_grasp(ctx.p, name)
     ctx.yaw = grasp.yaw
     if world.finger_width(ctx.p) < 0.07:
         yield from actuate(ctx, OPEN)
@@ -105,7 +121,7 @@ def pick(ctx: Context, name: str) -> Skill:
 
     def grasp_point(p):
         # Follow the object if it was nudged while we approached.
-        return world.plan_grasp(p, name, ctx.yaw).pos if grasp.kind == "top" else grasp.pos
+        return world.plan_grasp(p, name).pos if grasp.kind == "top" else grasp.pos
 
     yield from move(ctx, grasp_point, OPEN, tol=0.006, max_steps=50, speed=0.6, stall_steps=6)
     yield from actuate(ctx, CLOSED, max_steps=16)
@@ -129,15 +145,24 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
             [dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]), bottom_z + (e[2] - o["aabb"][0, 2])]
         )
 
+    offset = ctx.p["objects"][name]["pos"] - ctx.p["eef_pos"]
+
+    def held(p) -> bool:
+        # The object still moves with the hand; if it slipped out, carrying on would only wave an empty gripper.
+        return bool(np.linalg.norm(p["objects"][name]["pos"] - p["eef_pos"] - offset) < 0.04)
+
     dest = world.destination(ctx.p, pred, target)
     release_bottom = dest.surface + (0.005 if dest.inside else 0.012)
     above = eef_for(ctx.p, release_bottom + 0.05)
-    yield from transit(ctx, above, CLOSED, exclude=[target], held=name)
+    if not (yield from guarded(ctx, transit(ctx, above, CLOSED, exclude=[target], held=name), held)):
+        return False
     # Line up precisely above the destination before going down (the On check wants the centres within 3 cm).
     hover = world.destination(ctx.p, pred, target)
-    yield from move(
+    line_up = move(
         ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008, max_steps=40, speed=0.6
     )
+    if not (yield from guarded(ctx, line_up, held)):
+        return False
     yield from move(
         ctx, lambda p: eef_for(p, release_bottom), CLOSED, tol=0.006, max_steps=50, speed=0.4, stall_steps=5
     )

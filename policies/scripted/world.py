@@ -110,7 +110,7 @@ def _rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1], 0.0])
 
 
-def plan_grasp(p, name: str, yaw_now: float) -> Grasp:
+def plan_grasp(p, name: str) -> Grasp:
     """Grasp by geometry: objects narrow enough for the fingers are taken from above across their narrow side
     (turned by up to 45 degrees if that keeps the hand off a neighbour); wider ones (bowls, mugs, ramekins) by the
     rim, one finger inside the wall, from the side where the hand has most free space."""
@@ -131,21 +131,33 @@ def plan_grasp(p, name: str, yaw_now: float) -> Grasp:
             score = min(hand_clearance(p, c[:2], axis, z, exclude=[name]), 0.02) - 0.0002 * abs(deg)
             if score > best_score:
                 best, best_score = axis, score
-        return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(best, yaw_now), "top")
+        return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(best), "top")
+    # Rim grasp, planned in the object's own frame so a tilted bowl (one resting on a ramekin) is taken at its rim's
+    # real height on the chosen side.
+    mat, half, local_c = e["mat"], e["local_half"], e["local_center"]
+    up = int(np.argmax(np.abs(mat[2, :])))
+    i, j = [k for k in range(3) if k != up]
+    up_sign = float(np.sign(mat[2, up]))
     radius = narrow / 2.0
-    z = max(hi[2] - 0.02, lo[2] + TIP_BELOW_SITE + 0.01)
     best, best_score = None, -np.inf
     for k in range(RIM_DIRECTIONS):
         ang = 2 * np.pi * k / RIM_DIRECTIONS
-        radial = np.array([np.cos(ang), np.sin(ang), 0.0])
-        rim = c[:2] + radial[:2] * (radius - 0.012)
-        score = min(hand_clearance(p, rim, radial, z, exclude=[name]), 0.03)
+        local_dir = np.zeros(3)
+        local_dir[i], local_dir[j] = np.cos(ang), np.sin(ang)
+        local_point = local_c + local_dir * (radius - 0.012)
+        local_point[up] += up_sign * (half[up] - 0.02)
+        point = e["pos"] + mat @ local_point
+        radial = mat @ local_dir
+        radial[2] = 0.0
+        radial /= max(np.linalg.norm(radial), 1e-9)
+        point[2] = max(point[2], lo[2] + TIP_BELOW_SITE + 0.01)
+        score = min(hand_clearance(p, point[:2], radial, point[2], exclude=[name]), 0.03)
         # Prefer the side facing the robot (negative x): the arm then does not reach over the object.
         score += 0.005 * (-radial[0])
         if score > best_score:
-            best, best_score = (rim, radial), score
-    rim, radial = best
-    return Grasp(np.array([rim[0], rim[1], z]), yaw_for_axis(radial, yaw_now), "rim")
+            best, best_score = (point, radial), score
+    point, radial = best
+    return Grasp(point, yaw_for_axis(radial), "rim")
 
 
 def finger_width(p) -> float:
