@@ -145,14 +145,28 @@ def bench(args) -> dict:
         "warmup": args.warmup,
         "runs": [],
     }
-    variants = [("eager", False, 1), ("graph-pad32", True, 32), ("graph-exact", True, 1)]
+    variants = [
+        ("eager", False, 1),
+        ("graph-pad32", True, 32),
+        ("graph-exact", True, 1),
+        ("graph-exact-autotune", True, 1),
+    ]
+    t_start = time.perf_counter()
     inputs = make_inputs(4)
-    for chunk in args.chunks:
-        info = synthetic_info(chunk, sizes)
-        noises = [torch.randn(1, chunk, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-        reference = None
-        for name, graphs, pad in variants:
+    noises_by_chunk = {
+        c: [torch.randn(1, c, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)] for c in args.chunks
+    }
+    references: dict[int, torch.Tensor] = {}
+    # variants outermost, in priority order, so a --budget-s cut-off only drops the last (optional) ones
+    for name, graphs, pad in variants:
+        for chunk in args.chunks:
+            info = synthetic_info(chunk, sizes)
+            noises = noises_by_chunk[chunk]
+            reference = references.get(chunk)
             if name not in args.variants or (graphs and dev.type != "cuda"):
+                continue
+            if time.perf_counter() - t_start > args.budget_s:
+                results["runs"].append({"variant": name, "chunk": chunk, "error": "skipped: --budget-s exhausted"})
                 continue
             try:
                 eng = Pi05Engine(
@@ -162,6 +176,7 @@ def bench(args) -> dict:
                     tokenizer_obj=tok,
                     cuda_graphs=graphs,
                     compile=graphs and not args.no_compile,
+                    compile_mode="max-autotune-no-cudagraphs" if name.endswith("autotune") else None,
                     pad_multiple=pad,
                     load=False,
                     model=model,
@@ -173,7 +188,7 @@ def bench(args) -> dict:
                 cache0 = eng.encode_prefix(preps[0])
                 acts = eng.denoise_normalized(cache0, noises[0])[0, :, :7].float().cpu()
                 if reference is None:
-                    reference = acts
+                    reference = references[chunk] = acts
                 diff = float((acts - reference).abs().max())
                 caches = [eng.encode_prefix(p) for p in preps]
                 first_call_s = round(time.perf_counter() - t_first, 1)  # includes compilation and graph capture
@@ -201,6 +216,8 @@ def bench(args) -> dict:
                 }
                 results["runs"].append(row)
                 print(json.dumps(row), flush=True)
+                if args.out is not None:  # keep what is done if a later variant runs past the time limit
+                    args.out.write_text(json.dumps(results, indent=2))
             except Exception as exc:  # one failing variant must not lose the others' numbers
                 row = {"variant": name, "chunk": chunk, "error": f"{type(exc).__name__}: {exc}"[:500]}
                 results["runs"].append(row)
@@ -248,7 +265,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--prompt-tokens", type=int, default=48)
-    ap.add_argument("--variants", nargs="+", default=["eager", "graph-exact", "graph-pad32"])
+    ap.add_argument("--variants", nargs="+", default=["eager", "graph-pad32", "graph-exact", "graph-exact-autotune"])
+    ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants after this many seconds")
     ap.add_argument("--fixtures", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--device", default="cuda")

@@ -89,6 +89,7 @@ class Pi05Engine:
         state_in_prompt: bool | None = None,
         model: Pi05Model | None = None,
         compile: bool | None = None,
+        compile_mode: str | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
@@ -129,7 +130,9 @@ class Pi05Engine:
             # one compiled variant per (prefix length, chunk, mask presence): allow more than dynamo's default 8
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._prefix_kv = torch.compile(self.model.prefix_kv, dynamic=False)
-            self._velocity = torch.compile(self.model.velocity, dynamic=False)
+            # compile_mode (e.g. "max-autotune-no-cudagraphs") applies to the denoise step only: that is where the
+            # skinny GEMMs live, and autotuning the whole prefix would cost minutes of start-up
+            self._velocity = torch.compile(self.model.velocity, dynamic=False, mode=compile_mode)
         self._mods: list[list[torch.Tensor]] | None = None
         self._graphs: dict[Any, Any] = {}
         self._pool = None

@@ -47,13 +47,14 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin of shape (batch, 1, seq, head_dim), computed in float32 from float32 positions (as transformers)."""
+    """cos/sin of shape (batch, seq, 1, head_dim) (heads broadcast), computed in float32 from float32 positions (as
+    transformers does)."""
     inv_freq = 1.0 / (
         theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim)
     )
     freqs = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim/2)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+    return emb.cos().to(dtype)[:, :, None], emb.sin().to(dtype)[:, :, None]
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -61,22 +62,25 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
-    """q (B, H, S, D), k/v (B, KV, T, D), key_mask (B, T) bool or None -> (B, H, S, D); scale D^-0.5.
+    """q (B, S, H, D) as projected, k/v (B, KV, T, D), key_mask (B, T) bool or None -> (B, S, H*D); scale D^-0.5.
 
-    With one KV head (every Gemma variant here) the heads are folded into the query sequence, which turns grouped
-    attention into plain single-head attention that every fused SDPA kernel takes without a K/V copy."""
-    b, h, s, d = q.shape
+    With one KV head (every Gemma variant here) the (S, H) query rows are folded into one sequence: grouped
+    attention becomes plain single-head attention that every fused SDPA kernel takes, and both the query and the
+    output are views (no transpose copies)."""
+    b, s, h, d = q.shape
     kv = k.shape[1]
     mask = None
     if key_mask is not None:
         mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device)
-        mask = mask.masked_fill(~key_mask, torch.finfo(q.dtype).min)
-        mask = mask[:, None, None, :]
+        mask = mask.masked_fill(~key_mask, torch.finfo(q.dtype).min)[:, None, None, :]
     if kv == 1:
-        out = F.scaled_dot_product_attention(q.reshape(b, 1, h * s, d), k, v, attn_mask=mask)
-        return out.reshape(b, h, s, d)
+        out = F.scaled_dot_product_attention(q.reshape(b, 1, s * h, d), k, v, attn_mask=mask)
+        return out.reshape(b, s, h * d)
     rep = h // kv
-    return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask
+    )
+    return out.transpose(1, 2).reshape(b, s, h * d)
 
 
 def sinusoid(t: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
@@ -315,15 +319,14 @@ class Pi05Model(nn.Module):
             attn = layer.self_attn
             h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.input_layernorm.weight.float())).to(x.dtype)
             proj = attn.qkv(h)
-            k = apply_rope(proj[-2].view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2), cos, sin)
+            k = apply_rope(proj[-2].view(b, p, g.num_kv_heads, g.head_dim), cos, sin).transpose(1, 2)
             v = proj[-1].view(b, p, g.num_kv_heads, g.head_dim).transpose(1, 2)
             ks.append(k)
             vs.append(v)
             if layer.kv_only:
                 break
-            q = apply_rope(proj[0].view(b, p, g.num_heads, g.head_dim).transpose(1, 2), cos, sin)
-            o = attention(q, k, v, key_mask)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, p, g.num_heads * g.head_dim))
+            q = apply_rope(proj[0].view(b, p, g.num_heads, g.head_dim), cos, sin)
+            x = x + attn.o_proj(attention(q, k, v, key_mask))
             h = (rms_norm(x, s.rms_norm_eps) * (1.0 + layer.post_attention_layernorm.weight.float())).to(x.dtype)
             x = x + layer.mlp(h)
         return torch.stack(ks), torch.stack(vs)
@@ -377,13 +380,12 @@ class Pi05Model(nn.Module):
             attn = layer.self_attn
             h, gate = ada(x, mods[2 * i])
             q, k, v = attn.qkv(h)
-            q = apply_rope(q.view(b, n, e.num_heads, e.head_dim).transpose(1, 2), cos, sin)
-            k = apply_rope(k.view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2), cos, sin)
+            q = apply_rope(q.view(b, n, e.num_heads, e.head_dim), cos, sin)
+            k = apply_rope(k.view(b, n, e.num_kv_heads, e.head_dim), cos, sin).transpose(1, 2)
             v = v.view(b, n, e.num_kv_heads, e.head_dim).transpose(1, 2)
             k = torch.cat([keys[i], k], dim=2)
             v = torch.cat([values[i], v], dim=2)
-            o = attention(q, k, v, key_mask)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, n, e.num_heads * e.head_dim)) * gate
+            x = x + attn.o_proj(attention(q, k, v, key_mask)) * gate
             h, gate = ada(x, mods[2 * i + 1])
             x = x + layer.mlp(h) * gate
         h, _ = ada(x, mods[-1])
