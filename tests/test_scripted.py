@@ -44,14 +44,14 @@ def test_yaw_for_axis_closes_the_fingers_along_the_requested_direction_within_th
 def test_servo_bounds_speed_and_jerk_and_aims_at_the_target():
     servo = Servo(speed=1.0, slew=0.35)
     p = {"eef_pos": np.zeros(3), "eef_mat": R_HOME.copy()}
-    first = servo(p, np.array([1.0, 0.0, 0.0]), 0.0, -1.0)
+    first = servo(p, np.array([1.0, 0.0, 0.0]), R_HOME, -1.0)
     assert np.isclose(np.linalg.norm(first[:3]), 0.35)  # slew-limited from rest
     for _ in range(10):
-        action = servo(p, np.array([1.0, 0.0, 0.0]), 0.0, -1.0)
+        action = servo(p, np.array([1.0, 0.0, 0.0]), R_HOME, -1.0)
     assert np.isclose(np.linalg.norm(action[:3]), 1.0) and action[0] > 0  # then capped at full speed, towards it
     np.testing.assert_allclose(action[3:6], 0.0, atol=1e-12)  # already at the target orientation
     assert action[6] == -1.0
-    turned = Servo()(p, np.zeros(3), 0.3, 1.0)
+    turned = Servo()(p, np.zeros(3), rot_z(0.3) @ R_HOME, 1.0)
     assert turned[5] > 0 and np.all(np.abs(turned[:6]) <= 1.0)  # a positive yaw error asks for +z rotation
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from policies.scripted import skills, world
-from policies.scripted.motion import CLOSED, rot_z, yaw_for_axis
+from policies.scripted.motion import (
+    CLOSED,
+    OPEN,
+    gripper_facing,
+    nearest_down,
+    rot_z,
+    rotation_angle,
+    yaw_for_axis,
+)
 
 
 def joints_of(p, name: str) -> tuple[str, list[str]]:
@@ -72,42 +80,62 @@ def slide_or_swing(ctx: skills.Context, name: str, opening: bool, done):
 
 
 def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
-    """A drawer: hook the fingertips behind its handle bar and pull, or push its front shut."""
+    """A drawer. Opening: face the handle with the fingers horizontal, close them on the bar and pull (the gap
+    behind a LIBERO drawer handle is narrower than a Panda finger, so hooking from above cannot work). Closing: push
+    the front with closed fingers pointing down."""
     ctx.phase = f"{'open' if opening else 'close'}:{joint}"
     j = _joint(ctx.p, entity, joint)
     out = j["axis"] * _open_direction(j)  # world direction the drawer moves when it opens
+    out[2] = 0.0
     out = out / np.linalg.norm(out)
-    part = _part(ctx.p, entity, joint)
-    centers = (part["geom_min"] + part["geom_max"]) / 2
-    handle = int(np.argmax(part["geom_max"] @ out))  # the bar that sticks out furthest
-    bar_lo, bar_hi = part["geom_min"][handle], part["geom_max"][handle]
-    bar = centers[handle]
-    bar_depth = float((bar_hi - bar_lo) @ np.abs(out))
-    ctx.yaw = yaw_for_axis(np.cross([0.0, 0.0, 1.0], out))  # fingers side by side along the bar
-    if world.finger_width(ctx.p) > 0.01:
-        yield from skills.actuate(ctx, CLOSED)
-    z = bar_lo[2] + 0.004
+
+    def bar(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        part = _part(p, entity, joint)
+        handle = int(np.argmax(part["geom_max"] @ out))  # the bar that sticks out furthest
+        lo, hi = part["geom_min"][handle], part["geom_max"][handle]
+        return (lo + hi) / 2, lo, hi
+
+    center, lo, hi = bar(ctx.p)
+    depth = float((hi - lo) @ np.abs(out))
     if opening:
-        hook = bar - out * (bar_depth / 2 + 0.008)
-        hook[2] = z
-        yield from skills.transit(ctx, hook + np.array([0.0, 0.0, 0.05]), CLOSED)
-        yield from skills.move(ctx, hook, CLOSED, tol=0.006, max_steps=40, speed=0.4, stall_steps=6)
-        travel = 0.2
+        # Fingers closing vertically; of the two such orientations, the one the wrist reaches with least travel.
+        ctx.orient = min(
+            (gripper_facing(-out, np.array([0.0, 0.0, sign])) for sign in (1.0, -1.0)),
+            key=lambda r: rotation_angle(r, ctx.p["eef_mat"]),
+        )
+        if world.finger_width(ctx.p) < 0.07:
+            yield from skills.actuate(ctx, OPEN)
+        yield from skills.transit(ctx, center + out * 0.1, OPEN)
+        yield from skills.move(ctx, lambda p: bar(p)[0] + out * 0.1, OPEN, tol=0.01, max_steps=30, speed=0.5)
+        yield from skills.move(
+            ctx, lambda p: bar(p)[0] + out * (depth * 0.2), OPEN, tol=0.006, max_steps=40, speed=0.4, stall_steps=6
+        )
+        yield from skills.actuate(ctx, CLOSED)
+        grip = CLOSED
     else:
-        push = bar + out * (bar_depth / 2 + 0.02)
-        push[2] = (bar_lo[2] + bar_hi[2]) / 2
+        ctx.orient = None
+        ctx.yaw = yaw_for_axis(np.cross([0.0, 0.0, 1.0], out))  # fingers side by side along the front
+        if world.finger_width(ctx.p) > 0.01:
+            yield from skills.actuate(ctx, CLOSED)
+        push = center + out * (depth / 2 + 0.025)
+        push[2] = (lo[2] + hi[2]) / 2 + world.TIP_BELOW_SITE
         yield from skills.transit(ctx, push + np.array([0.0, 0.0, 0.04]), CLOSED)
         yield from skills.move(ctx, push, CLOSED, tol=0.008, max_steps=40, speed=0.5, stall_steps=6)
-        travel = 0.22
-    start = ctx.p["eef_pos"].copy()
-    goal = start + out * (travel if opening else -travel)
+        grip = CLOSED
     for _ in range(3):
-        yield from skills.move(ctx, goal, CLOSED, tol=0.01, max_steps=60, speed=0.5, stall_steps=8)
         frac = open_fraction(ctx.p, entity, joint)
-        if (opening and frac > 0.95) or (not opening and frac < 0.0):
+        if (opening and frac > 0.95) or (not opening and frac < -0.02):
             break
-    back = ctx.p["eef_pos"] + (out if not opening else -out * 0.0) * 0.05 + np.array([0.0, 0.0, 0.06])
-    yield from skills.move(ctx, back, CLOSED, tol=0.02, max_steps=25, speed=0.6)
+        span = abs(float(np.diff(j["range"])[0]))
+        goal = ctx.p["eef_pos"] + out * ((1.0 - frac) * span + 0.03 if opening else -(frac * span + 0.04))
+        yield from skills.move(ctx, goal, grip, tol=0.008, max_steps=60, speed=0.5, stall_steps=8)
+    if opening:
+        yield from skills.actuate(ctx, OPEN)
+    back = ctx.p["eef_pos"] + out * 0.06
+    yield from skills.move(ctx, back, OPEN if opening else CLOSED, tol=0.02, max_steps=25, speed=0.6)
+    if ctx.orient is not None:
+        ctx.yaw, ctx.orient = nearest_down(ctx.p["eef_mat"]), None
+        yield from skills.move(ctx, ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.06]), OPEN, tol=0.02, max_steps=25)
     return True
 
 
@@ -124,6 +152,7 @@ def rotate_hinge(ctx: skills.Context, entity: str, joint: str, increase: bool, d
     """Turn a vertical hinge by pushing its lever (a door's free edge, a knob's ridge) along the arc with closed
     fingers, from behind, in steps of a few degrees, re-aiming at the lever's current position each step."""
     ctx.phase = f"rotate:{joint}:{'+' if increase else '-'}"
+    ctx.orient = None
     j = _joint(ctx.p, entity, joint)
     axis = j["axis"] / np.linalg.norm(j["axis"])
     if abs(axis[2]) < 0.9:
@@ -140,9 +169,10 @@ def rotate_hinge(ctx: skills.Context, entity: str, joint: str, increase: bool, d
         far = rel[int(np.argmax(np.linalg.norm(rel, axis=1)))]
         radius = np.linalg.norm(far)
         r_hat = far / max(radius, 1e-9)
-        z_lo = float(part["geom_min"][tall][:, 2].min())
+        # Push just above whatever lower parts surround the lever (a knob's base disc), below the lever's top.
+        below = float(tops[~tall].max()) if np.any(~tall) else float(part["geom_min"][tall][:, 2].min())
         z_hi = float(tops.max())
-        return jj["anchor"][:2], r_hat, radius, z_lo, z_hi
+        return jj["anchor"][:2], r_hat, radius, below, z_hi
 
     def push_point(p, behind: float, ahead_rad: float = 0.0):
         anchor, r_hat, radius, z_lo, z_hi = lever(p)
@@ -150,13 +180,15 @@ def rotate_hinge(ctx: skills.Context, entity: str, joint: str, increase: bool, d
         tangent = sign * np.array([-r_hat[1], r_hat[0]])
         lever_r = max(radius - 0.025, 0.6 * radius)
         xy = anchor + r_hat * lever_r - tangent * behind
-        z = max(z_lo + 0.01, (z_lo + z_hi) / 2)
+        z = min(z_lo + 0.006, z_hi - 0.015) + world.TIP_BELOW_SITE
         return np.array([xy[0], xy[1], z]), tangent
 
     if world.finger_width(ctx.p) > 0.01:
         yield from skills.actuate(ctx, CLOSED)
-    start, tangent = push_point(ctx.p, behind=0.035)
-    ctx.yaw = yaw_for_axis(np.array([tangent[0], tangent[1], 0.0]))  # fingers in line with the push
+    start, tangent = push_point(ctx.p, behind=0.045)
+    # Fingers side by side across the push, so both press on the lever with their rigid sides (pushing along the
+    # closing axis would just shove one finger open).
+    ctx.yaw = yaw_for_axis(np.array([-tangent[1], tangent[0], 0.0]))
     yield from skills.transit(ctx, start + np.array([0.0, 0.0, 0.05]), CLOSED)
     yield from skills.move(ctx, start, CLOSED, tol=0.008, max_steps=40, speed=0.5, stall_steps=6)
     for _ in range(60):

@@ -88,7 +88,9 @@ class ScriptedExpert:
             return bool(p["goal_status"][index]) if index >= 0 else articulated.is_open(p, pred[1])
 
         kind = pred[0]
-        if kind in ("on", "in"):
+        if kind in ("on", "in") and skills.is_pushable(ctx.p, pred[1]):
+            yield from skills.push(ctx, pred[1], kind, pred[2])
+        elif kind in ("on", "in"):
             if (yield from skills.pick(ctx, pred[1])):
                 yield from skills.place(ctx, pred[1], kind, pred[2])
             else:

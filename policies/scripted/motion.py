@@ -68,6 +68,33 @@ def yaw_for_axis(axis: np.ndarray) -> float:
     return min(candidates, key=lambda c: abs(c - WRIST_CENTER_YAW))
 
 
+def gripper_down(yaw: float) -> np.ndarray:
+    """Gripper orientation pointing straight down, turned by ``yaw`` about world z."""
+    return rot_z(yaw) @ R_HOME
+
+
+def gripper_facing(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
+    """Gripper orientation whose fingers point along ``approach`` and close along ``closing`` (both unit, normal)."""
+    z = approach / np.linalg.norm(approach)
+    x = closing - (closing @ z) * z
+    x /= np.linalg.norm(x)
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle of the rotation taking orientation ``b`` to ``a``."""
+    return float(np.arccos(np.clip((np.trace(a @ b.T) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+_DOWN_YAWS = np.linspace(WRIST_CENTER_YAW - 1.5, WRIST_CENTER_YAW + 1.5, 31)
+
+
+def nearest_down(eef_mat: np.ndarray) -> float:
+    """The yaw of the straight-down orientation (within the wrist's comfortable range) closest to ``eef_mat``, to
+    come back from a sideways grasp with the least wrist travel."""
+    return float(min(_DOWN_YAWS, key=lambda yaw: rotation_angle(gripper_down(yaw), eef_mat)))
+
+
 def current_yaw(eef_mat: np.ndarray) -> float:
     """Yaw of the gripper relative to ``R_HOME`` (its rotation about world z)."""
     rel = eef_mat @ R_HOME.T
@@ -84,7 +111,7 @@ class Servo:
     def reset(self) -> None:
         self._last = np.zeros(3)
 
-    def __call__(self, p, target_pos, yaw: float, grip: float, speed: float | None = None) -> np.ndarray:
+    def __call__(self, p, target_pos, target_rot: np.ndarray, grip: float, speed: float | None = None) -> np.ndarray:
         limit = self.speed if speed is None else min(speed, self.speed)
         cmd = (np.asarray(target_pos) - p["eef_pos"]) / POS_SCALE * self.pos_gain
         norm = np.linalg.norm(cmd)
@@ -95,6 +122,6 @@ class Servo:
         if step_norm > self.slew:
             cmd = self._last + step * (self.slew / step_norm)
         self._last = cmd
-        rot = rotvec(rot_z(yaw) @ R_HOME @ p["eef_mat"].T) / ROT_SCALE * self.rot_gain
+        rot = rotvec(target_rot @ p["eef_mat"].T) / ROT_SCALE * self.rot_gain
         rot = np.clip(rot, -1.0, 1.0)
         return np.concatenate([cmd, rot, [grip]])

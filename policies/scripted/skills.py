@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.scripted import world
-from policies.scripted.motion import CLOSED, OPEN, R_HOME, Servo, rot_z, rotvec
+from policies.scripted.motion import CLOSED, OPEN, Servo, gripper_down, rotvec, yaw_for_axis
 
 Action = np.ndarray
 Skill = Generator[Action, None, bool]
@@ -22,19 +22,27 @@ Target = np.ndarray | Callable[[dict], np.ndarray]
 
 CARRY_MARGIN = 0.035  # clearance between a carried object's bottom and whatever it passes over
 TRANSIT_MARGIN = 0.05  # clearance between the empty fingertips and whatever they pass over
+CARRY_SPEED = 0.7  # speed cap (fraction of the controller's full step) while carrying
 
 
 @dataclass
 class Context:
+    """What the skills share: the servo, the latest privileged observation and the commanded wrist orientation."""
+
     servo: Servo
     p: dict = field(default_factory=dict)
     yaw: float = 0.0
+    orient: np.ndarray | None = None  # overrides the straight-down gripper turned by ``yaw`` (e.g. facing a handle)
     phase: str = "idle"
     retries: int = 0
 
 
+def target_rot(ctx: Context) -> np.ndarray:
+    return ctx.orient if ctx.orient is not None else gripper_down(ctx.yaw)
+
+
 def _rot_error(ctx: Context) -> float:
-    return float(np.linalg.norm(rotvec(rot_z(ctx.yaw) @ R_HOME @ ctx.p["eef_mat"].T)))
+    return float(np.linalg.norm(rotvec(target_rot(ctx) @ ctx.p["eef_mat"].T)))
 
 
 def move(
@@ -61,7 +69,7 @@ def move(
         if stall_steps and len(history) > stall_steps:
             if np.linalg.norm(history[-1] - history[-1 - stall_steps]) < 0.003:
                 return False
-        yield ctx.servo(ctx.p, goal, ctx.yaw, grip, speed)
+        yield ctx.servo(ctx.p, goal, target_rot(ctx), grip, speed)
     return False
 
 
@@ -86,7 +94,7 @@ def actuate(ctx: Context, grip: float, max_steps: int = 14) -> Skill:
         if i >= 4 and previous is not None and np.max(np.abs(q - previous)) < 3e-4:
             return True
         previous = q
-        yield ctx.servo(ctx.p, hold, ctx.yaw, grip)
+        yield ctx.servo(ctx.p, hold, target_rot(ctx), grip)
     return True
 
 
@@ -103,15 +111,18 @@ def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str |
     else:
         safe = top + world.TIP_BELOW_SITE + TRANSIT_MARGIN
     safe = max(safe, goal[2])
+    # A carried object is only held by friction (a bowl by its rim): move it gently.
+    speed = CARRY_SPEED if held else None
     if start[2] < safe - 0.02:
-        yield from move(ctx, np.array([start[0], start[1], safe]), grip, tol=0.02, max_steps=60)
-    yield from move(ctx, np.array([goal[0], goal[1], max(safe, goal[2])]), grip, tol=0.015, max_steps=120)
+        yield from move(ctx, np.array([start[0], start[1], safe]), grip, tol=0.02, max_steps=60, speed=speed)
+    yield from move(ctx, np.array([goal[0], goal[1], max(safe, goal[2])]), grip, tol=0.015, max_steps=120, speed=speed)
     return True
 
 
 def pick(ctx: Context, name: str) -> Skill:
     """Grasp ``name`` and lift it; True when it is in the hand (fingers not shut on air, object rose with the hand)."""
     ctx.phase = f"pick:{name}"
+    ctx.orient = None
     grasp = world.plan_grasp(ctx.p, name)
     ctx.yaw = grasp.yaw
     if world.finger_width(ctx.p) < 0.07:
@@ -129,7 +140,7 @@ def pick(ctx: Context, name: str) -> Skill:
         return False
     bottom0 = ctx.p["objects"][name]["aabb"][0, 2]
     lift = ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.08])
-    yield from move(ctx, lift, CLOSED, tol=0.015, max_steps=40, speed=0.7)
+    yield from move(ctx, lift, CLOSED, tol=0.015, max_steps=40, speed=0.5)
     return bool(ctx.p["objects"][name]["aabb"][0, 2] - bottom0 > 0.03 and world.finger_width(ctx.p) > 0.004)
 
 
@@ -172,9 +183,67 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
     return True
 
 
+def is_pushable(p, name: str) -> bool:
+    """Flat and too wide for the fingers (a plate): slide it instead of lifting it."""
+    e = p["objects"][name]
+    height = e["aabb"][1, 2] - e["aabb"][0, 2]
+    return bool(min(a[1] for a in world.horizontal_axes(e)) > world.GRIPPER_SPAN and height < 0.03)
+
+
+def push(ctx: Context, name: str, pred: str, target: str) -> Skill:
+    """Slide a plate-like ``name`` to its destination with the closed fingers, side by side, against its edge. The
+    contact point is the one on the far side from the destination, or up to 60 degrees round from it when something
+    (a cabinet) leaves no room for the hand there; each stroke moves it along that contact's normal by the share of
+    the remaining gap, and the next stroke re-aims."""
+    ctx.phase = f"push:{name}->{target}"
+    ctx.orient = None
+    for _ in range(4):
+        e = ctx.p["objects"][name]
+        dest = world.destination(ctx.p, pred, target).xy
+        gap = dest - e["pos"][:2]
+        if np.linalg.norm(gap) < 0.012:
+            return True
+        d = np.array([*(gap / np.linalg.norm(gap)), 0.0])
+        radius = min(a[1] for a in world.horizontal_axes(e)) / 2
+        z = e["aabb"][0, 2] + 0.006 + world.TIP_BELOW_SITE
+        best, best_score = None, -np.inf
+        for deg in (0, 20, -20, 40, -40, 60, -60):
+            n = world._rotate_xy(d, np.radians(deg))
+            start_xy = e["pos"][:2] - n[:2] * (radius + 0.025)
+            # Room for the closed fingers and the palm right above them (they stand low, beside the object).
+            room = world.footprint_distance(ctx.p, start_xy, exclude=[name]) - 0.045
+            score = min(room, 0.01) - 0.0002 * abs(deg)
+            if score > best_score:
+                best, best_score = (n, start_xy), score
+        n, start_xy = best
+        ctx.yaw = yaw_for_axis(np.array([-n[1], n[0], 0.0]))
+        if world.finger_width(ctx.p) > 0.01:
+            yield from actuate(ctx, CLOSED)
+        start = np.array([start_xy[0], start_xy[1], z])
+        yield from transit(ctx, start + np.array([0.0, 0.0, 0.05]), CLOSED)
+        yield from move(ctx, start, CLOSED, tol=0.008, max_steps=40, speed=0.5, stall_steps=6)
+        stroke = start + n * (0.025 + max(float(gap @ n[:2]), 0.0))
+        yield from guarded(
+            ctx, move(ctx, stroke, CLOSED, tol=0.008, max_steps=90, speed=0.5, stall_steps=10), _ahead(name, n[:2])
+        )
+        yield from move(ctx, ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.05]), CLOSED, tol=0.02, max_steps=20)
+    return True
+
+
+def _ahead(name: str, n: np.ndarray):
+    normal = np.array([-n[1], n[0]])
+
+    def ok(p) -> bool:
+        # The object stays just ahead of the hand: otherwise the fingers slid along its edge or over it.
+        rel = p["objects"][name]["pos"][:2] - p["eef_pos"][:2]
+        return bool(abs(rel @ normal) < 0.05 and rel @ n > 0.0)
+
+    return ok
+
+
 def hold(ctx: Context, grip: float = OPEN) -> Skill:
     """Stay put (all goals done or given up)."""
     ctx.phase = "hold"
     here = ctx.p["eef_pos"].copy()
     while True:
-        yield ctx.servo(ctx.p, here, ctx.yaw, grip)
+        yield ctx.servo(ctx.p, here, target_rot(ctx), grip)

@@ -18,6 +18,7 @@ FINGER_OFFSET = 0.05  # fingers (open) reach this far from the centre line along
 HAND_HALF_LENGTH = 0.105  # the palm's half length along the closing axis
 HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
+RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
 
 
 @dataclass
@@ -145,7 +146,7 @@ def plan_grasp(p, name: str) -> Grasp:
         local_dir = np.zeros(3)
         local_dir[i], local_dir[j] = np.cos(ang), np.sin(ang)
         local_point = local_c + local_dir * (radius - 0.012)
-        local_point[up] += up_sign * (half[up] - 0.02)
+        local_point[up] += up_sign * (half[up] - RIM_DEPTH)
         point = e["pos"] + mat @ local_point
         radial = mat @ local_dir
         radial[2] = 0.0
