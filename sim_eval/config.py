@@ -212,6 +212,28 @@ class ConstantPolicyConfig:
 
 
 @dataclass
+class ScriptedPolicyConfig:
+    """The privileged scripted expert: reads simulator state, drives the same 7-D action path as learned policies."""
+
+    _target_: str = "policies.scripted.ScriptedExpert"
+    name: str = "scripted"
+    speed: float = 1.0
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        _require(0.05 <= self.speed <= 1.0, f"policy.speed={self.speed}: allowed are 0.05..1.0")
+        _require(self.max_attempts >= 1, f"policy.max_attempts={self.max_attempts}: must be >= 1")
+
+    @property
+    def cache_mode(self) -> str:
+        return "-"
+
+    @property
+    def privileged(self) -> bool:
+        return True
+
+
+@dataclass
 class RunConfig:
     suite: SuiteConfig = MISSING
     protocol: ProtocolConfig = MISSING
@@ -253,6 +275,7 @@ def register_configs() -> None:
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
     store.store(group="policy", name="pi05_schema", node=Pi05PolicyConfig)
     store.store(group="policy", name="constant_schema", node=ConstantPolicyConfig)
+    store.store(group="policy", name="scripted_schema", node=ScriptedPolicyConfig)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

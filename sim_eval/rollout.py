@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import TaskContext, check_infer_result
-from sim_eval.envs.images import pixel_mae
+from policies.cache import pixel_mae
 from sim_eval.records import episode_key, utc_now
 
 # Called after every env step with (obs before the step, executed action, obs after, info); for videos and recorders.

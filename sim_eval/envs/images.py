@@ -20,7 +20,3 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     out[top : top + new_h, left : left + new_w] = resized
     return out
 
-
-def pixel_mae(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 images on the 0-255 scale."""
-    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
