@@ -176,3 +176,14 @@ def test_padded_prefix_equals_unpadded(lerobot_nostate):
         engine.pad_multiple = 1
     assert padded.key_mask is not None and padded.keys.shape[3] % 32 == 256 * 2 % 32
     np.testing.assert_allclose(engine.denoise_normalized(padded, noise).numpy(), ref.numpy(), atol=TOL, rtol=0)
+
+
+def test_bfloat16_close_to_reference():
+    """bf16 runs the same code; on the tiny model it lands within bf16 rounding of LeRobot's fp32 actions."""
+    engine = _engine("lerobot", dtype="bfloat16")
+    z = np.load(FIX / "case_state.npz")
+    cache = engine.encode_prefix(_obs(z["images_uint8"], z["state_raw"], z["prompt_raw"]))
+    assert cache.keys.dtype == torch.bfloat16
+    got = engine.denoise_normalized(cache, torch.from_numpy(z["noise"])).numpy()
+    ref = z["actions_normalized"]
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-2
