@@ -150,6 +150,11 @@ class Pi05Engine:
     def noise_shape(self) -> tuple[int, int, int]:
         return (1, self.info.chunk_size, self.info.sizes.max_action_dim)
 
+    def sample_noise(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow-matching start noise (1, chunk, max_action_dim), drawn on the CPU so a seeded generator gives the same
+        noise on every device."""
+        return torch.randn(self.noise_shape, generator=generator, dtype=torch.float32)
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
