@@ -105,10 +105,10 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
         )
         if world.finger_width(ctx.p) < 0.07:
             yield from skills.actuate(ctx, OPEN)
-        yield from skills.transit(ctx, center + out * 0.1, OPEN)
-        yield from skills.move(ctx, lambda p: bar(p)[0] + out * 0.1, OPEN, tol=0.01, max_steps=30, speed=0.5)
+        yield from skills.transit(ctx, center + out * 0.08, OPEN)
+        yield from skills.move(ctx, lambda p: bar(p)[0] + out * 0.08, OPEN, tol=0.012, max_steps=30, speed=0.6)
         yield from skills.move(
-            ctx, lambda p: bar(p)[0] + out * (depth * 0.2), OPEN, tol=0.006, max_steps=40, speed=0.4, stall_steps=6
+            ctx, lambda p: bar(p)[0] + out * (depth * 0.2), OPEN, tol=0.006, max_steps=40, speed=0.7, stall_steps=6
         )
         yield from skills.actuate(ctx, CLOSED)
         grip = CLOSED
@@ -128,14 +128,13 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
             break
         span = abs(float(np.diff(j["range"])[0]))
         goal = ctx.p["eef_pos"] + out * ((1.0 - frac) * span + 0.03 if opening else -(frac * span + 0.04))
-        yield from skills.move(ctx, goal, grip, tol=0.008, max_steps=60, speed=0.5, stall_steps=8)
+        yield from skills.move(ctx, goal, grip, tol=0.008, max_steps=60, speed=0.8, stall_steps=8)
     if opening:
-        yield from skills.actuate(ctx, OPEN)
-    back = ctx.p["eef_pos"] + out * 0.06
-    yield from skills.move(ctx, back, OPEN if opening else CLOSED, tol=0.02, max_steps=25, speed=0.6)
-    if ctx.orient is not None:
+        yield from skills.actuate(ctx, OPEN, max_steps=8)
+        # Back off the handle and turn the fingers down again in one motion.
         ctx.yaw, ctx.orient = nearest_down(ctx.p["eef_mat"]), None
-        yield from skills.move(ctx, ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.06]), OPEN, tol=0.02, max_steps=25)
+    back = ctx.p["eef_pos"] + out * 0.06 + np.array([0.0, 0.0, 0.04])
+    yield from skills.move(ctx, back, OPEN if opening else CLOSED, tol=0.025, max_steps=25, speed=0.8)
     return True
 
 

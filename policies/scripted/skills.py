@@ -101,6 +101,13 @@ def actuate(ctx: Context, grip: float, max_steps: int = 14) -> Skill:
 def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str | None = None) -> Skill:
     """Move over the scene to ``goal`` (approaching it from above): up to a height that clears everything on the
     way, across, then down. With ``held`` the carried object's bottom is what must clear the obstacles."""
+    if held:
+        # Slide out from under an overhang (the drawer just opened above the bowl) before going up.
+        escape = world.escape_direction(ctx.p, held, goal)
+        if escape is not None:
+            here = ctx.p["eef_pos"].copy()
+            out = here + np.array([escape[0], escape[1], 0.0])
+            yield from move(ctx, out, grip, tol=0.015, max_steps=40, speed=CARRY_SPEED)
     p = ctx.p
     start = p["eef_pos"].copy()
     skip = set(exclude) | ({held} if held else set())

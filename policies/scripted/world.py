@@ -61,6 +61,46 @@ def clearance_top(p, a, b, exclude=(), pad: float = 0.05) -> float:
     return top
 
 
+def overhead_boxes(p, name: str) -> list[np.ndarray]:
+    """Boxes of moving fixture parts (an opened drawer) that hang over ``name``: lifting it straight up would hit
+    them."""
+    e = obj(p, name)
+    lo, hi = e["aabb"]
+    boxes = []
+    for other, f in p["objects"].items():
+        if other == name:
+            continue
+        for part in f["parts"].values():
+            box = part["aabb"]
+            overlap = np.all(box[0, :2] < hi[:2]) and np.all(box[1, :2] > lo[:2])
+            if overlap and box[0, 2] > hi[2] - 0.005:
+                boxes.append(box)
+    return boxes
+
+
+def escape_direction(p, name: str, toward: np.ndarray) -> np.ndarray | None:
+    """Horizontal offset that takes ``name`` out from under any overhang, preferring the way to ``toward``."""
+    boxes = overhead_boxes(p, name)
+    if not boxes:
+        return None
+    e = obj(p, name)
+    lo, hi = e["aabb"][0, :2], e["aabb"][1, :2]
+    best = None
+    for box in boxes:
+        # The four ways out of this box's footprint, with the distance each needs (plus a margin).
+        for axis in (0, 1):
+            for sign in (-1.0, 1.0):
+                dist = (box[1, axis] - lo[axis]) if sign > 0 else (hi[axis] - box[0, axis])
+                offset = np.zeros(2)
+                offset[axis] = sign * (dist + 0.02)
+                cost = np.linalg.norm(offset) - 0.5 * float(offset @ (toward[:2] - e["pos"][:2])) / max(
+                    np.linalg.norm(toward[:2] - e["pos"][:2]), 1e-9
+                )
+                if best is None or cost < best[0]:
+                    best = (cost, offset)
+    return best[1]
+
+
 def footprint_distance(p, point_xy: np.ndarray, exclude=()) -> float:
     """Distance in xy from a point to the nearest footprint of any other entity (0 inside one)."""
     best = np.inf
