@@ -173,6 +173,9 @@ def plan_grasp(p, name: str) -> Grasp:
             if score > best_score:
                 best, best_score = axis, score
         return Grasp(np.array([c[0], c[1], z]), yaw_for_axis(best), "top")
+    handle = _handle_grasp(p, name)
+    if handle is not None:
+        return handle
     # Rim grasp, planned in the object's own frame so a tilted bowl (one resting on a ramekin) is taken at its rim's
     # real height on the chosen side.
     mat, half, local_c = e["mat"], e["local_half"], e["local_center"]
@@ -201,6 +204,41 @@ def plan_grasp(p, name: str) -> Grasp:
     return Grasp(point, yaw_for_axis(radial), "rim")
 
 
+def _open_top(e: dict) -> bool:
+    """Whether the object is open at the top (a bowl or mug): no collision geom covers its centre near the top."""
+    c = center(e)
+    top = e["aabb"][1, 2]
+    covers = (
+        np.all(e["geom_min"][:, :2] <= c[:2] + 0.005, axis=1)
+        & np.all(e["geom_max"][:, :2] >= c[:2] - 0.005, axis=1)
+        & (e["geom_max"][:, 2] > top - 0.03)
+    )
+    return not bool(np.any(covers))
+
+
+def _handle_grasp(p, name: str) -> Grasp | None:
+    """A closed-top object too wide for the fingers (a moka pot) is taken by its handle: the thin collision geom
+    that sticks out furthest from the body, pinched across its thin side."""
+    e = obj(p, name)
+    if _open_top(e):
+        return None
+    c = e["pos"]  # the body origin sits in the pot itself; the box centre is pulled towards the handle
+    mins, maxs = e["geom_min"], e["geom_max"]
+    centers = (mins + maxs) / 2
+    widths = (maxs - mins)[:, :2]
+    thin = widths.min(axis=1) < 0.025
+    reach = np.linalg.norm(centers[:, :2] - c[:2], axis=1)
+    if not np.any(thin):
+        return None
+    k = int(np.argmax(np.where(thin, reach, -np.inf)))
+    if reach[k] < 0.04:
+        return None
+    axis = np.zeros(3)
+    axis[int(np.argmin(widths[k]))] = 1.0
+    z = min(centers[k][2], maxs[k][2] - 0.008)
+    return Grasp(np.array([centers[k][0], centers[k][1], z]), yaw_for_axis(axis), "handle")
+
+
 def finger_width(p) -> float:
     q = p["gripper_qpos"]
     return float(q[0] - q[1])
@@ -213,13 +251,35 @@ class Destination:
     inside: bool  # True for containers (release lower, inside the region)
 
 
-def destination(p, pred: str, target: str) -> Destination:
-    """Where to put an object for ``(pred, obj, target)`` with pred in {"on", "in"}, target an object or a site."""
+def destination(p, pred: str, target: str, held: str | None = None) -> Destination:
+    """Where to put ``held`` for ``(pred, held, target)`` with pred in {"on", "in"}, target an object or a site.
+    In a region that already holds something (the first of two moka pots on a stove), the free spot of the region
+    furthest from what is there."""
     if target in p["sites"]:
         s = p["sites"][target]
         half = np.abs(s["mat"] @ s["size"])
+        xy = _free_spot(p, s["pos"][:2], half[:2], held)
         if pred == "in":
-            return Destination(s["pos"][:2].copy(), float(s["pos"][2] - half[2]), True)
-        return Destination(s["pos"][:2].copy(), float(s["pos"][2] + s["size"][2]), False)
+            return Destination(xy, float(s["pos"][2] - half[2]), True)
+        return Destination(xy, float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
+
+
+def _free_spot(p, center_xy: np.ndarray, half: np.ndarray, held: str | None) -> np.ndarray:
+    occupants = [
+        e["pos"][:2]
+        for name, e in p["objects"].items()
+        if name != held and not e["fixture"] and np.all(np.abs(e["pos"][:2] - center_xy) < half + 0.03)
+    ]
+    if not occupants:
+        return center_xy.copy()
+    best, best_score = center_xy.copy(), -np.inf
+    for fx in np.linspace(-0.6, 0.6, 7):
+        for fy in np.linspace(-0.6, 0.6, 7):
+            spot = center_xy + half * np.array([fx, fy])
+            room = min(float(np.linalg.norm(spot - o)) for o in occupants)
+            score = min(room, 0.09) - 0.1 * float(np.linalg.norm(spot - center_xy))
+            if score > best_score:
+                best, best_score = spot, score
+    return best

@@ -98,10 +98,13 @@ def privileged_observation(env) -> dict[str, Any]:
         pos, mat = data.xpos[root].copy(), data.xmat[root].reshape(3, 3).copy()
         corners = _geom_corners(model, data, geoms).reshape(-1, 3) if len(geoms) else pos[None]
         local = (corners - pos) @ mat  # world -> body frame
+        per_geom = corners.reshape(-1, 8, 3) if len(geoms) else corners[None]
         entity: dict[str, Any] = {
             "pos": pos,
             "mat": mat,
             "aabb": _box(corners),
+            "geom_min": per_geom.min(axis=1),  # world box of each collision geom (handles, lids, rims)
+            "geom_max": per_geom.max(axis=1),
             "local_center": (local.min(axis=0) + local.max(axis=0)) / 2,
             "local_half": (local.max(axis=0) - local.min(axis=0)) / 2,
             "category": str(getattr(env.get_object(name), "category_name", "")),
