@@ -91,7 +91,9 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
 
     def bar(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         part = _part(p, entity, joint)
-        handle = int(np.argmax(part["geom_max"] @ out))  # the bar that sticks out furthest
+        # The bar that sticks out furthest along the opening direction (the furthest corner of each geom's box).
+        reach = np.maximum(part["geom_min"] * out, part["geom_max"] * out).sum(axis=1)
+        handle = int(np.argmax(reach))
         lo, hi = part["geom_min"][handle], part["geom_max"][handle]
         return (lo + hi) / 2, lo, hi
 
