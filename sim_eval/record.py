@@ -279,7 +279,8 @@ def job_from_config(cfg, options: RecordOptions) -> tuple[EpisodeJob, list[tuple
         "wait_action": list(protocol.wait_action),
         "render_size": protocol.render_size,
         "model_image_size": options.image_size,  # the policy and the demo see the same (recorded) images
-        "privileged": bool(policy_cfg.get("privileged", False)),
+        # The schema says whether the policy needs simulator state (a property there, not a config key).
+        "privileged": bool(getattr(run.policy, "privileged", False) or policy_cfg.get("privileged", False)),
     }
     job = EpisodeJob(
         suite=run.suite.name,

@@ -253,24 +253,25 @@ class Destination:
 
 def destination(p, pred: str, target: str, held: str | None = None) -> Destination:
     """Where to put ``held`` for ``(pred, held, target)`` with pred in {"on", "in"}, target an object or a site.
-    In a region that already holds something (the first of two moka pots on a stove), the free spot of the region
+    On a region that already holds something (the first of two moka pots on a stove), the free spot of the region
     furthest from what is there."""
     if target in p["sites"]:
         s = p["sites"][target]
         half = np.abs(s["mat"] @ s["size"])
-        xy = _free_spot(p, s["pos"][:2], half[:2], held)
         if pred == "in":
-            return Destination(xy, float(s["pos"][2] - half[2]), True)
+            # Things dropped into a container may pile up; aim at its middle.
+            return Destination(s["pos"][:2].copy(), float(s["pos"][2] - half[2]), True)
+        xy = _free_spot(p, s["pos"][:2], half[:2], exclude={held, s["parent"]})
         return Destination(xy, float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
 
 
-def _free_spot(p, center_xy: np.ndarray, half: np.ndarray, held: str | None) -> np.ndarray:
+def _free_spot(p, center_xy: np.ndarray, half: np.ndarray, exclude: set) -> np.ndarray:
     occupants = [
         e["pos"][:2]
         for name, e in p["objects"].items()
-        if name != held and not e["fixture"] and np.all(np.abs(e["pos"][:2] - center_xy) < half + 0.03)
+        if name not in exclude and not e["fixture"] and np.all(np.abs(e["pos"][:2] - center_xy) < half + 0.03)
     ]
     if not occupants:
         return center_xy.copy()
