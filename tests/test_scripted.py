@@ -125,3 +125,83 @@ def test_expert_solves_a_real_libero_object_task_by_libero_check():
         assert {"pick", "place"} <= phases
     finally:
         env.close()
+
+
+def _entity(center, half, geoms=None, yaw=0.0, fixture=False):
+    """A privileged-observation entity: an upright box (or the union of ``geoms`` boxes) turned by ``yaw``."""
+    center, half = np.asarray(center, float), np.asarray(half, float)
+    if geoms is None:
+        geoms = [(center - half, center + half)]
+    mins = np.array([g[0] for g in geoms], float)
+    maxs = np.array([g[1] for g in geoms], float)
+    aabb = np.stack([mins.min(axis=0), maxs.max(axis=0)])
+    return {
+        "pos": center.copy(),
+        "mat": rot_z(yaw),
+        "aabb": aabb,
+        "local_center": np.zeros(3),
+        "local_half": half,
+        "geom_min": mins,
+        "geom_max": maxs,
+        "fixture": fixture,
+        "joints": {},
+        "parts": {},
+    }
+
+
+def test_grasp_choice_follows_object_geometry():
+    from policies.scripted import world
+
+    box = _entity([0.0, 0.0, 0.05], [0.04, 0.02, 0.05], yaw=0.3)  # 4 cm deep, turned: close across the 4 cm side
+    p = {"objects": {"box": box}}
+    grasp = world.plan_grasp(p, "box")
+    assert grasp.kind == "top"
+    narrow_side = rot_z(0.3) @ np.array([0.0, 1.0, 0.0])
+    assert abs(abs(closing_axis(grasp.yaw) @ narrow_side) - 1.0) < 1e-6
+    assert box["aabb"][0, 2] < grasp.pos[2] < box["aabb"][1, 2]  # between the bottom and the top, not above it
+
+    # A wide bowl: open top (nothing covers its middle near the top) -> one finger inside the wall, closing radially.
+    wall = [
+        ([-0.06, -0.06, 0.0], [-0.05, 0.06, 0.05]),
+        ([0.05, -0.06, 0.0], [0.06, 0.06, 0.05]),
+        ([-0.06, -0.06, 0.0], [0.06, -0.05, 0.05]),
+        ([-0.06, 0.05, 0.0], [0.06, 0.06, 0.05]),
+        ([-0.05, -0.05, 0.0], [0.05, 0.05, 0.01]),
+    ]
+    bowl = _entity([0.0, 0.0, 0.025], [0.06, 0.06, 0.025], geoms=wall)
+    grasp = world.plan_grasp({"objects": {"bowl": bowl}}, "bowl")
+    radial = np.array([*grasp.pos[:2], 0.0]) / np.linalg.norm(grasp.pos[:2])
+    assert grasp.kind == "rim" and 0.03 < np.linalg.norm(grasp.pos[:2]) < 0.06
+    assert abs(abs(closing_axis(grasp.yaw) @ radial) - 1.0) < 1e-6
+
+    # A wide pot with a lid and a thin handle sticking out along -y -> pinch the handle across its thin (x) side.
+    pot = [([-0.04, -0.04, 0.0], [0.04, 0.04, 0.12]), ([-0.006, -0.10, 0.04], [0.006, -0.04, 0.1])]
+    moka = _entity([0.0, 0.0, 0.06], [0.04, 0.07, 0.06], geoms=pot)
+    grasp = world.plan_grasp({"objects": {"moka": moka}}, "moka")
+    assert grasp.kind == "handle" and grasp.pos[1] < -0.05
+    assert abs(abs(closing_axis(grasp.yaw)[0]) - 1.0) < 1e-6
+
+
+def test_second_object_on_a_region_goes_to_a_free_spot():
+    from policies.scripted import world
+
+    site = {
+        "pos": np.array([0.0, 0.0, 0.9]),
+        "mat": np.eye(3),
+        "size": np.array([0.075, 0.075, 0.0025]),
+        "parent": "stove",
+        "joints": [],
+    }
+    p = {
+        "sites": {"cook_region": site},
+        "objects": {
+            "stove": _entity([0.0, 0.0, 0.89], [0.15, 0.1, 0.01], fixture=True),
+            "pot_1": _entity([0.0, 0.0, 0.95], [0.04, 0.04, 0.05]),
+            "pot_2": _entity([0.3, 0.3, 0.95], [0.04, 0.04, 0.05]),
+        },
+    }
+    first = world.destination(p, "on", "cook_region", "pot_2")
+    assert np.linalg.norm(first.xy - p["objects"]["pot_1"]["pos"][:2]) > 0.05  # not on top of the first pot
+    assert np.all(np.abs(first.xy) < site["size"][:2])  # still inside the region
+    p["objects"]["pot_1"]["pos"] = np.array([0.5, 0.5, 0.95])  # region empty again: aim at its middle
+    np.testing.assert_allclose(world.destination(p, "on", "cook_region", "pot_2").xy, [0.0, 0.0])
