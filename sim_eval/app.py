@@ -53,6 +53,35 @@ def build_policy(policy_cfg: DictConfig | dict):
     return instantiate(kwargs, _convert_="all")
 
 
+def run_meta(run: RunConfig) -> dict[str, Any]:
+    """What every record of this run says about how it was run."""
+    return {
+        "policy": run.policy.name,
+        "cache_mode": run.policy.cache_mode,
+        "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
+        "shard": dataclasses.asdict(run.eval.shard),
+    }
+
+
+def crash_record(run: RunConfig, task_id: int, episode_index: int, error: dict[str, str]) -> dict[str, Any]:
+    """The record of an episode that crashed outside the rollout loop (simulator start-up, a dead worker)."""
+    suite = run.suite.name
+    return {
+        "key": episode_key(suite, task_id, episode_index),
+        "suite": suite,
+        "task_id": task_id,
+        "episode_index": episode_index,
+        "init_state_index": episode_index,
+        **run_meta(run),
+        "success": None,
+        "steps": 0,
+        "inferences": [],
+        "error": error,
+        "video": None,
+        "finished_at": utc_now(),
+    }
+
+
 class EpisodeRunner:
     """Runs episodes of one suite with one policy, keeping one simulator per task alive between episodes."""
 
@@ -60,12 +89,7 @@ class EpisodeRunner:
         self.run, self.policy, self.run_dir = run, policy, Path(run_dir)
         self._env = None
         self._env_task: int | None = None
-        self.meta = {
-            "policy": run.policy.name,
-            "cache_mode": run.policy.cache_mode,
-            "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
-            "shard": dataclasses.asdict(run.eval.shard),
-        }
+        self.meta = run_meta(run)
 
     def _env_for(self, task_id: int):
         if self._env_task != task_id:
@@ -93,19 +117,8 @@ class EpisodeRunner:
             env = self._env_for(task_id)
         except Exception as err:  # a simulator that cannot start is this episode's error, not a task failure
             self._env_task = None
-            return {
-                "key": episode_key(suite, task_id, episode_index),
-                "suite": suite,
-                "task_id": task_id,
-                "episode_index": episode_index,
-                "init_state_index": episode_index,
-                **self.meta,
-                "success": None,
-                "steps": 0,
-                "inferences": [],
-                "error": {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
-                "finished_at": utc_now(),
-            }
+            error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
+            return crash_record(self.run, task_id, episode_index, error)
         video = None
         if self.run.eval.video != "none":
             video = EpisodeVideo(self.run_dir / "videos", fps=self.run.eval.video_fps)
@@ -185,7 +198,9 @@ def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tupl
                     if worker not in done and proc.exitcode is not None:
                         done.add(worker)
                         if in_flight[worker] is not None:
-                            yield _worker_death_record(run, in_flight[worker], proc.exitcode)
+                            message = f"worker process exited with code {proc.exitcode} during this episode"
+                            error = {"type": "WorkerDied", "message": message, "traceback": ""}
+                            yield crash_record(run, *in_flight[worker], error)
                         start(next_id)  # the dead worker never took its sentinel: the replacement will
                         next_id += 1
                 continue
@@ -203,28 +218,6 @@ def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tupl
             if len(done) < len(procs):
                 proc.terminate()
             proc.join(timeout=30)
-
-
-def _worker_death_record(run: RunConfig, task_episode: tuple[int, int], exitcode: int) -> dict[str, Any]:
-    task_id, episode_index = task_episode
-    return {
-        "key": episode_key(run.suite.name, task_id, episode_index),
-        "suite": run.suite.name,
-        "task_id": task_id,
-        "episode_index": episode_index,
-        "init_state_index": episode_index,
-        "policy": run.policy.name,
-        "cache_mode": run.policy.cache_mode,
-        "success": None,
-        "steps": 0,
-        "inferences": [],
-        "error": {
-            "type": "WorkerDied",
-            "message": f"worker process exited with code {exitcode} during this episode",
-            "traceback": "",
-        },
-        "finished_at": utc_now(),
-    }
 
 
 def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, policy=None) -> dict[str, Any]:

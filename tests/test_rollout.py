@@ -134,6 +134,27 @@ def test_spawned_workers_record_every_episode(tmp_path):
     assert all(r["error"] is None for r in read_records(tmp_path / "episodes.jsonl"))
 
 
+def test_dead_worker_becomes_an_error_record_and_a_replacement_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIM_EVAL_TEST_EXIT_EPISODE", "1")
+    result = run_cli(
+        [
+            *BASE,
+            "policy._target_=tests.exiting_policy.ExitingPolicy",
+            "eval.episodes_per_task=3",
+            "eval.num_workers=1",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {r["key"]: r for r in read_records(tmp_path / "episodes.jsonl")}
+    assert sorted(records) == ["libero_object/1/0", "libero_object/1/1", "libero_object/1/2"]
+    died = records["libero_object/1/1"]
+    assert died["success"] is None and died["error"]["type"] == "WorkerDied"
+    assert "exited with code 3" in died["error"]["message"] and died["cache_mode"] == "-"
+    assert records["libero_object/1/0"]["error"] is None and records["libero_object/1/2"]["error"] is None
+
+
 def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
