@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import FIXTURES as FIX
 
 from policies.base import TaskContext, check_infer_result
 from policies.cache import CacheController, paired_noise, pixel_mae
-
-torch = pytest.importorskip("torch")
-FIX = Path("/work/shared/fixtures/pi05")
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,6 @@ def test_shadow_fields_only_on_cached_frames():
     assert [c[1] for c in engine.denoised_with] == [1, 1, 2, 1, 3]  # executed, shadow, executed, shadow
 
 
-@pytest.mark.skipif(not FIX.is_dir(), reason="Pi0.5 fixtures not available")
 def test_real_engine_cached_equals_full_on_unchanged_obs():
     from policies.pi05.engine import load_engine
 

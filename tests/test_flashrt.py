@@ -114,11 +114,9 @@ def test_missing_package_is_one_line(monkeypatch):
 
 
 def test_build_policy_uses_fake_frontend(monkeypatch):
-    from pathlib import Path
+    from conftest import FIXTURES
 
-    fix = Path("/work/shared/fixtures/pi05/tiny_openpi_layout")
-    if not fix.is_dir():
-        pytest.skip("fixtures not available")
+    fix = FIXTURES / "tiny_openpi_layout"
     module = types.ModuleType("flash_rt.frontends.torch.pi05_rtx")
     module.Pi05TorchFrontendRtx = FakeFrontendForceFull
     for name in ("flash_rt", "flash_rt.frontends", "flash_rt.frontends.torch"):

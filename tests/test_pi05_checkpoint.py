@@ -10,11 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-
-FIX = Path("/work/shared/fixtures/pi05")
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason="Pi0.5 fixtures not available")
+import torch
+from conftest import FIXTURES as FIX
 
 
 def _meta_model():

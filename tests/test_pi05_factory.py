@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import FIXTURES as FIX
 
 from policies.base import Policy, TaskContext, check_infer_result
-
-torch = pytest.importorskip("torch")
-FIX = Path("/work/shared/fixtures/pi05")
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason="Pi0.5 fixtures not available")
 
 
 def _build(**kw):

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+import torch
+from conftest import FIXTURES as FIX
 
-torch = pytest.importorskip("torch")
-
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pi05"
-if not FIX.is_dir():
-    FIX = Path("/work/shared/fixtures/pi05")
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason="Pi0.5 fixtures not available")
 TOL = 1e-5
 
 

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sim_eval.analysis.render import build_report
 from sim_eval.analysis.runs import build_groups, load_runs
@@ -146,7 +145,6 @@ def _mp4(path: Path, frames: int, value: int) -> str:
 
 
 def test_cliff_videos_side_by_side(tmp_path):
-    pytest.importorskip("imageio_ffmpeg")
     import imageio.v2 as imageio
 
     keys = ["libero_goal/0/0", "libero_goal/0/1"]

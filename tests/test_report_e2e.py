@@ -20,8 +20,6 @@ PAIRED_KEYS = ("cliff_episodes", "mcnemar_p", "paired_success_delta")
 
 
 def test_sweep_report_and_wandb_on_real_libero(tmp_path):
-    if not (FIXTURES / "tiny_lerobot").is_dir():
-        pytest.skip(f"fixture checkpoint missing: {FIXTURES / 'tiny_lerobot'}")
     sweep = tmp_path / "sweep"
     args = [
         "-m",
