@@ -114,3 +114,19 @@ def test_suite_task_counts_match_libero():
     registry = benchmark.get_benchmark_dict()
     for suite, n_tasks in SUITE_TASKS.items():
         assert registry[suite]().n_tasks == n_tasks
+
+
+@pytest.mark.parametrize(("launcher", "target"), [("slurm", "SlurmLauncher"), ("local", "LocalLauncher")])
+def test_submitit_launcher_presets_compose(launcher, target):
+    from conftest import CONF_DIR
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="config",
+            overrides=["policy=constant", f"hydra/launcher={launcher}", "eval.shard.count=8"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_ == f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{target}"
+    assert cfg.eval.shard.count == 8
