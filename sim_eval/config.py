@@ -158,6 +158,7 @@ class Pi05PolicyConfig:
     camera_map: dict[str, str] | None = None
     shadow: bool = False
     num_steps: int = 10
+    cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
         try:
@@ -171,6 +172,10 @@ class Pi05PolicyConfig:
             f"policy.device={self.device!r}: allowed are auto, cpu, cuda, cuda:N",
         )
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")
+        _require(
+            self.cpu_threads is None or self.cpu_threads >= 1,
+            f"policy.cpu_threads={self.cpu_threads}: must be >= 1 or null (torch's default)",
+        )
         _require(self.checkpoint is not None, PI05_HOWTO)
         path = os.path.expanduser(str(self.checkpoint))
         _require(os.path.isdir(path), f"policy.checkpoint={self.checkpoint!r}: no such directory; {PI05_HOWTO}")
