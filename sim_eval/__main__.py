@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import ConfigError, register_configs, validate
@@ -44,8 +45,16 @@ def main(cfg: DictConfig) -> dict:
         run = validate(cfg)
     except ConfigError as err:
         _fail(err)
-    from sim_eval.app import evaluate
+    from sim_eval.app import build_policy, evaluate
     from sim_eval.loggers import build_logger
+
+    policy = None
+    if run.eval.num_workers == 0:  # spawned workers build their own
+        try:
+            policy = build_policy(cfg.policy)
+        except (InstantiationException, ValueError, OSError, RuntimeError) as err:  # tokenizer, sizes, engine...
+            cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+            _fail(f"policy: {str(cause).splitlines()[0]}")
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -58,7 +67,7 @@ def main(cfg: DictConfig) -> dict:
         group=str(sweep_dir) if sweep_dir else str(run_dir),
         run_dir=str(run_dir),
     )
-    return evaluate(run, cfg, run_dir, logger)
+    return evaluate(run, cfg, run_dir, logger, policy=policy)
 
 
 def cli() -> None:

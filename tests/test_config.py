@@ -88,6 +88,8 @@ def test_cache_mode_grammar_rejects(text):
         (["policy=constant", "logger.mode=loud"], "logger.mode='loud': allowed are online, offline, disabled"),
         (["policy=constant", "eval.episodes_per_task=51"], "eval.episodes_per_task=51: allowed are 1..50"),
         (["policy=nope"], "unknown policy 'nope'"),
+        (["policy=pi05_tiny", "policy.tokenizer=/no/tok"], "policy: tokenizer '/no/tok' not found"),
+        (["policy=pi05_tiny", "policy.model_sizes=null"], "does not fit the Pi0.5 model"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, needle):
