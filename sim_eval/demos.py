@@ -72,7 +72,7 @@ class Demo:
 class DemoWriter:
     """Accumulates one episode step by step (JPEG-encoding as it goes, so memory stays small) and saves it."""
 
-    def __init__(self, image_size: int, jpeg_quality: int = 85):
+    def __init__(self, image_size: int, jpeg_quality: int = 65):
         self.image_size, self.jpeg_quality = int(image_size), int(jpeg_quality)
         self.frames: dict[str, list[bytes]] = {view: [] for view in VIEWS}
         self.states: list[np.ndarray] = []

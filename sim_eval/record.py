@@ -10,7 +10,7 @@ Recorder options (everything else is the main app's config: ``suite=``, ``policy
 ``eval.episodes_per_task=``, ``protocol.*``):
     out=DIR                   where demos and ``manifest.json`` go (required)
     record.image_size=128     square size of the stored images
-    record.jpeg_quality=85    JPEG quality of the stored images
+    record.jpeg_quality=65    JPEG quality of the stored images (65 keeps a 128 px LIBERO frame near 2-2.6 KB)
     record.num_workers=2      worker processes (0 = this process)
 
 Rerunning into the same ``out`` skips episodes already attempted (their outcomes are in ``outcomes.jsonl``).
@@ -36,7 +36,7 @@ OUTCOMES = "outcomes.jsonl"
 class RecordOptions:
     out: str
     image_size: int = 128
-    jpeg_quality: int = 85
+    jpeg_quality: int = 65
     num_workers: int = 2
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ def _smooth_frame(t: int, size: int = 128) -> np.ndarray:
 
 
 def test_demo_round_trip_without_simulator(tmp_path):
-    writer = DemoWriter(image_size=128, jpeg_quality=85)
+    writer = DemoWriter(image_size=128, jpeg_quality=65)
     states = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     actions = np.random.default_rng(1).uniform(-1, 1, size=(5, 7)).astype(np.float32)
     for t in range(5):
@@ -86,11 +86,12 @@ def _job(out, max_steps: int = 280):
         suite="libero_object",
         policy=SCRIPTED,
         policy_name="scripted",
-        env_kwargs={"max_steps": max_steps, "render_size": 128, "model_image_size": 128, "privileged": True},
+        # The recorder's default pipeline: protocol renders (256 px) resized to the 128 px demo size.
+        env_kwargs={"max_steps": max_steps, "render_size": 256, "model_image_size": 128, "privileged": True},
         replan_steps=5,
         out=str(out),
         image_size=128,
-        jpeg_quality=85,
+        jpeg_quality=65,
     )
 
 

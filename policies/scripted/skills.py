@@ -215,7 +215,7 @@ def push(ctx: Context, name: str, pred: str, target: str) -> Skill:
         z = e["aabb"][0, 2] + 0.006 + world.TIP_BELOW_SITE
         best, best_score = None, -np.inf
         for deg in (0, 20, -20, 40, -40, 60, -60):
-            n = world._rotate_xy(d, np.radians(deg))
+            n = world.rotate_xy(d, np.radians(deg))
             start_xy = e["pos"][:2] - n[:2] * (radius + 0.025)
             # Room for the closed fingers and the palm right above them (they stand low, beside the object).
             room = world.footprint_distance(ctx.p, start_xy, exclude=[name]) - 0.045

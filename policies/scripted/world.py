@@ -25,7 +25,7 @@ RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the pal
 class Grasp:
     pos: np.ndarray  # grip-site target (world)
     yaw: float  # gripper yaw (see motion.R_HOME)
-    kind: str  # "top" (across the narrow side) or "rim" (one finger inside a bowl/mug wall)
+    kind: str  # "top" (across the narrow side), "rim" (one finger inside a bowl/mug wall) or "handle"
 
 
 def obj(p, name: str) -> dict:
@@ -146,7 +146,7 @@ def hand_clearance(p, center_xy: np.ndarray, axis: np.ndarray, z_site: float, ex
     return best
 
 
-def _rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
+def rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1], 0.0])
 
@@ -168,7 +168,7 @@ def plan_grasp(p, name: str) -> Grasp:
             chord = min(narrow / max(np.cos(turn), 1e-9), wide / max(abs(np.sin(turn)), 1e-9))
             if chord > GRIPPER_SPAN:
                 continue
-            axis = _rotate_xy(narrow_dir, turn)
+            axis = rotate_xy(narrow_dir, turn)
             score = min(hand_clearance(p, c[:2], axis, z, exclude=[name]), 0.02) - 0.0002 * abs(deg)
             if score > best_score:
                 best, best_score = axis, score
