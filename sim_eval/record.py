@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def progress(outcome: dict[str, Any]) -> None:
         counts["ok" if outcome["success"] else "err" if outcome.get("error") else "fail"] += 1
-        bar.set_postfix(recorded=counts["ok"], failed=counts["fail"], errors=counts["err"])
         bar.update(1)
+        bar.set_postfix(recorded=counts["ok"], failed=counts["fail"], errors=counts["err"])
 
     try:
         manifest = record_demos(job, episodes, num_workers=options.num_workers, progress=progress)
