@@ -205,3 +205,25 @@ def test_second_object_on_a_region_goes_to_a_free_spot():
     assert np.all(np.abs(first.xy) < site["size"][:2])  # still inside the region
     p["objects"]["pot_1"]["pos"] = np.array([0.5, 0.5, 0.95])  # region empty again: aim at its middle
     np.testing.assert_allclose(world.destination(p, "on", "cook_region", "pot_2").xy, [0.0, 0.0])
+
+
+def test_objects_sharing_a_region_get_separate_spots():
+    from policies.scripted import world
+    from policies.scripted.expert import shared_slots
+
+    goal = [("on", "pot_1", "cook_region"), ("on", "pot_2", "cook_region"), ("turnon", "stove"), ("on", "cup", "plate")]
+    slots = shared_slots(goal)
+    assert slots[("pot_1", "cook_region")] == (0, 2) and slots[("pot_2", "cook_region")] == (1, 2)
+    assert slots[("cup", "plate")] == (0, 1)
+    site = {
+        "pos": np.array([0.0, 0.0, 0.9]),
+        "mat": np.eye(3),
+        "size": np.array([0.075, 0.05, 0.0025]),
+        "parent": "stove",
+        "joints": [],
+    }
+    p = {"sites": {"cook_region": site}, "objects": {}}
+    a = world.destination(p, "on", "cook_region", "pot_1", slots[("pot_1", "cook_region")]).xy
+    b = world.destination(p, "on", "cook_region", "pot_2", slots[("pot_2", "cook_region")]).xy
+    assert np.linalg.norm(a - b) > 0.08  # two 8 cm pots fit side by side
+    assert np.all(np.abs(np.stack([a, b])) < site["size"][:2])  # both inside the region (LIBERO's On check)

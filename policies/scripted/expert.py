@@ -38,6 +38,15 @@ def plan(goal: list[tuple[str, ...]], p: dict) -> list[tuple[int, tuple[str, ...
     return sorted(steps, key=lambda s: _ORDER.get(s[1][0], 1))
 
 
+def shared_slots(goal: list[tuple[str, ...]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(object, target) -> (k, n) for the n objects the goal puts ``on`` one target, so they get separate spots."""
+    by_target: dict[str, list[str]] = {}
+    for pred in goal:
+        if pred[0] == "on":
+            by_target.setdefault(pred[2], []).append(pred[1])
+    return {(o, t): (k, len(objs)) for t, objs in by_target.items() for k, o in enumerate(objs)}
+
+
 class ScriptedExpert:
     """Privileged scripted expert for LIBERO.
 
@@ -66,6 +75,7 @@ class ScriptedExpert:
     def _run(self):
         ctx = self._ctx
         goal = ctx.p["goal"]
+        ctx.slots = shared_slots(goal)
         for index, pred in plan(goal, ctx.p):
             for attempt in range(self.max_attempts):
                 if self._holds(index, pred):

@@ -35,6 +35,7 @@ class Context:
     orient: np.ndarray | None = None  # overrides the straight-down gripper turned by ``yaw`` (e.g. facing a handle)
     phase: str = "idle"
     retries: int = 0
+    slots: dict = field(default_factory=dict)  # (object, region) -> (k, n) when n goal objects share one region
 
 
 def target_rot(ctx: Context) -> np.ndarray:
@@ -157,7 +158,7 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
 
     def eef_for(p, bottom_z: float) -> np.ndarray:
         # The object hangs from the hand at whatever offset the grasp gave; aim the object, not the hand.
-        dest = world.destination(p, pred, target, name)
+        dest = world.destination(p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
         o, e = p["objects"][name], p["eef_pos"]
         return np.array(
             [dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]), bottom_z + (e[2] - o["aabb"][0, 2])]
@@ -169,13 +170,13 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
         # The object still moves with the hand; if it slipped out, carrying on would only wave an empty gripper.
         return bool(np.linalg.norm(p["objects"][name]["pos"] - p["eef_pos"] - offset) < 0.04)
 
-    dest = world.destination(ctx.p, pred, target, name)
+    dest = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
     release_bottom = dest.surface + (0.005 if dest.inside else 0.012)
     above = eef_for(ctx.p, release_bottom + 0.05)
     if not (yield from guarded(ctx, transit(ctx, above, CLOSED, exclude=[target], held=name), held)):
         return False
     # Line up precisely above the destination before going down (the On check wants the centres within 3 cm).
-    hover = world.destination(ctx.p, pred, target, name)
+    hover = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
     line_up = move(
         ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008, max_steps=40, speed=0.6
     )
@@ -206,7 +207,7 @@ def push(ctx: Context, name: str, pred: str, target: str) -> Skill:
     ctx.orient = None
     for _ in range(4):
         e = ctx.p["objects"][name]
-        dest = world.destination(ctx.p, pred, target, name).xy
+        dest = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1))).xy
         gap = dest - e["pos"][:2]
         if np.linalg.norm(gap) < 0.012:
             return True

@@ -18,6 +18,7 @@ FINGER_OFFSET = 0.05  # fingers (open) reach this far from the centre line along
 HAND_HALF_LENGTH = 0.105  # the palm's half length along the closing axis
 HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
+SHARE_SPREAD = 0.55  # objects sharing a region go this fraction of its half size either side of its middle
 RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
 
 
@@ -251,17 +252,25 @@ class Destination:
     inside: bool  # True for containers (release lower, inside the region)
 
 
-def destination(p, pred: str, target: str, held: str | None = None) -> Destination:
+def destination(p, pred: str, target: str, held: str | None = None, slot: tuple[int, int] = (0, 1)) -> Destination:
     """Where to put ``held`` for ``(pred, held, target)`` with pred in {"on", "in"}, target an object or a site.
-    On a region that already holds something (the first of two moka pots on a stove), the free spot of the region
-    furthest from what is there."""
+
+    ``slot`` = (k, n): ``held`` is the k-th of n objects the goal puts on the same region (two moka pots on one
+    stove); they get spots spread along the region's longer side. Otherwise, on a region that already holds
+    something, the free spot furthest from it."""
     if target in p["sites"]:
         s = p["sites"][target]
         half = np.abs(s["mat"] @ s["size"])
         if pred == "in":
             # Things dropped into a container may pile up; aim at its middle.
             return Destination(s["pos"][:2].copy(), float(s["pos"][2] - half[2]), True)
-        xy = _free_spot(p, s["pos"][:2], half[:2], exclude={held, s["parent"]})
+        k, n = slot
+        if n > 1:
+            axis = int(np.argmax(half[:2]))
+            xy = s["pos"][:2].copy()
+            xy[axis] += half[axis] * np.linspace(-SHARE_SPREAD, SHARE_SPREAD, n)[k]
+        else:
+            xy = _free_spot(p, s["pos"][:2], half[:2], exclude={held, s["parent"]})
         return Destination(xy, float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
