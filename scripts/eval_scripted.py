@@ -12,10 +12,11 @@ import json
 import time
 
 from policies.scripted import ScriptedExpert
+from sim_eval.config import ProtocolConfig
 from sim_eval.envs.libero_env import LiberoEnv
 from sim_eval.rollout import run_episode
 
-MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+MAX_STEPS = ProtocolConfig().max_steps  # the openpi protocol's step limits, as the main app uses them
 
 
 def main() -> None:
