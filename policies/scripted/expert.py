@@ -17,7 +17,7 @@ import numpy as np
 
 from policies.base import TaskContext, Timer
 from policies.scripted import articulated, skills
-from policies.scripted.motion import Servo
+from policies.scripted.motion import OPEN, Servo
 
 # The order goal predicates are worked on: a container is opened before something is put in it and closed after.
 _ORDER = {"open": 0, "on": 1, "in": 1, "turnon": 2, "turnoff": 2, "close": 3}
@@ -65,12 +65,10 @@ class ScriptedExpert:
         self.speed, self.max_attempts = float(speed), int(max_attempts)
         self._ctx: skills.Context | None = None
         self._program = None
-        self._step = 0
 
     def reset(self, task: TaskContext) -> None:
         self._ctx = skills.Context(servo=Servo(speed=self.speed))
         self._program = None
-        self._step = 0
 
     def _run(self):
         ctx = self._ctx
@@ -104,7 +102,7 @@ class ScriptedExpert:
             if (yield from skills.pick(ctx, pred[1])):
                 yield from skills.place(ctx, pred[1], kind, pred[2])
             else:
-                yield from skills.actuate(ctx, -1.0)
+                yield from skills.actuate(ctx, OPEN)  # let go of whatever the failed grasp holds, then retry
         elif kind in ("open", "close"):
             yield from articulated.slide_or_swing(ctx, pred[1], kind == "open", done)
         elif kind in ("turnon", "turnoff"):
@@ -125,7 +123,6 @@ class ScriptedExpert:
             if self._program is None:
                 self._program = self._run()
             action = np.asarray(next(self._program), dtype=np.float64)
-            self._step += 1
         return {
             "actions": action[None, :],
             "info": {"infer_ms": timer.ms, "phase": self._ctx.phase, "attempt": self._ctx.retries},

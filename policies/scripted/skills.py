@@ -250,8 +250,9 @@ def _ahead(name: str, n: np.ndarray):
 
 
 def hold(ctx: Context, grip: float = OPEN) -> Skill:
-    """Stay put (all goals done or given up)."""
-    ctx.phase = "hold"
+    """Stay put (all goals done or given up; a give-up stays visible in the phase the records keep)."""
+    if not ctx.phase.startswith("gave_up"):
+        ctx.phase = "hold"
     here = ctx.p["eef_pos"].copy()
     while True:
         yield ctx.servo(ctx.p, here, target_rot(ctx), grip)
