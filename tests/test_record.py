@@ -139,3 +139,21 @@ def test_failed_episodes_are_counted_not_recorded_and_rerun_skips_done_work(tmp_
     assert manifest["failed"] == ["libero_object/0/1"] and not list(tmp_path.glob("*.npz"))
     again = record_demos(_job(tmp_path, max_steps=30), [(0, 1)], num_workers=1)
     assert again["episodes_run"] == 1 and again["failures"] == 1  # not run twice
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["policy=scripted", "suite=libero_object"], "out=DIR is required"),
+        (["policy=scripted", "suite=libero_objekt", "out=/tmp/x"], "unknown suite 'libero_objekt'"),
+        (["policy=scripted", "record.image_size=8", "out=/tmp/x"], "record.image_size=8: must be >= 16"),
+    ],
+)
+def test_bad_recorder_input_fails_with_one_line_before_any_simulator(argv, message, capsys):
+    from sim_eval.record import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
