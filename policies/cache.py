@@ -44,6 +44,25 @@ def paired_noise(shape: tuple[int, ...], noise_seed: int, k: int):
     return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
+class RefreshRule:
+    """The ``adaptive<N>`` early refresh: fire when the pixel MAE against the last full frame reaches ``threshold`` on
+    any of ``views`` (None = every view measured). Shared by every wrapper so the rule exists once."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, views=None, known: tuple[str, ...] = ()):
+        self.threshold = float(threshold)
+        if not math.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"refresh threshold must be a finite number >= 0, got {threshold!r}")
+        self.views = tuple(views) if views is not None else None
+        if self.views is not None and known:
+            bad = [v for v in self.views if v not in known]
+            if bad:
+                raise ValueError(f"refresh views {bad} are not cameras of the policy (known: {list(known)})")
+
+    def fires(self, mae: dict[str, float] | None) -> bool:
+        considered = [mae[v] for v in (self.views or tuple(mae)) if v in mae] if mae else []
+        return bool(considered) and max(considered) >= self.threshold
+
+
 class CacheController:
     def __init__(
         self,
@@ -55,15 +74,7 @@ class CacheController:
     ):
         self.engine = engine
         self.mode = mode if isinstance(mode, CacheMode) else CacheMode.parse(mode)
-        self.threshold = float(threshold)
-        if not math.isfinite(self.threshold) or self.threshold < 0:
-            raise ValueError(f"refresh threshold must be a finite number >= 0, got {threshold!r}")
-        self.views = tuple(views) if views is not None else None
-        known = tuple(getattr(engine, "views", ()) or ())
-        if self.views is not None and known:
-            bad = [v for v in self.views if v not in known]
-            if bad:
-                raise ValueError(f"refresh views {bad} are not cameras of the policy (known: {list(known)})")
+        self.refresh = RefreshRule(threshold, views, known=tuple(getattr(engine, "views", ()) or ()))
         self.shadow = bool(shadow)
         self._noise_seed = 0
         self._reset_state()
@@ -94,9 +105,7 @@ class CacheController:
             if self._cache is None or self.mode.kind == "full" or self._since_full + 1 >= self.mode.period:
                 used_full = True
             elif self.mode.kind == "adaptive":
-                considered = [mae[v] for v in (self.views or tuple(mae)) if v in mae]
-                forced = bool(considered) and max(considered) >= self.threshold
-                used_full = forced
+                forced = used_full = self.refresh.fires(mae)
             else:
                 used_full = False
             if used_full:

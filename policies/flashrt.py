@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import TaskContext
-from policies.cache import DEFAULT_THRESHOLD, paired_noise, pixel_mae
+from policies.cache import DEFAULT_THRESHOLD, RefreshRule, paired_noise, pixel_mae
 from policies.cache_mode import CacheMode
 
 FRONTEND_MODULE = "flash_rt.frontends.torch.pi05_rtx"
@@ -68,12 +68,8 @@ class FlashRTPolicy:
     ):
         self.frontend = frontend
         self.mode = mode if isinstance(mode, CacheMode) else CacheMode.parse(mode)
-        self.threshold = float(threshold)
         self.camera_order = tuple(camera_order)
-        self.views = tuple(views) if views is not None else self.camera_order
-        bad = [v for v in self.views if v not in self.camera_order]
-        if bad:
-            raise ValueError(f"refresh views {bad} are not cameras of the policy (known: {list(self.camera_order)})")
+        self.refresh = RefreshRule(threshold, views if views is not None else self.camera_order, self.camera_order)
         self.state_in_prompt = bool(state_in_prompt)
         self.image_size = image_size
         self.period = int(getattr(frontend, "_cache_frames", self.mode.period))
@@ -145,7 +141,7 @@ class FlashRTPolicy:
         mae = None if self._ref is None else {v: pixel_mae(images[v], self._ref[v]) for v in self.camera_order}
         forced = False
         if self.mode.kind == "adaptive" and mae is not None and not self._next_is_full():
-            forced = max(mae[v] for v in self.views) >= self.threshold
+            forced = self.refresh.fires(mae)
         kwargs: dict[str, Any] = {}
         if forced:
             if self._has_force_full:

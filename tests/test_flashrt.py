@@ -126,4 +126,4 @@ def test_build_policy_uses_fake_frontend(monkeypatch):
 
     policy = build_policy(str(fix), cache="adaptive4", engine="flashrt", refresh={"threshold": 3.0})
     assert isinstance(policy, FlashRTPolicy) and policy.frontend._cache_frames == 4
-    assert policy.frontend.chunk_size == 50 and policy.threshold == 3.0
+    assert policy.frontend.chunk_size == 50 and policy.refresh.threshold == 3.0
