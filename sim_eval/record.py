@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim_eval.app import build_policy
 from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
 
 OUTCOMES = "outcomes.jsonl"
@@ -69,7 +70,7 @@ class _Worker:
 
     def __init__(self, job: EpisodeJob, policy=None):
         self.job = job
-        self.policy = policy if policy is not None else _build_policy(job.policy)
+        self.policy = policy if policy is not None else build_policy(job.policy)
         self.env, self.env_task = None, None
 
     def env_for(self, task_id: int):
@@ -137,22 +138,21 @@ class _Worker:
         self.env, self.env_task = None, None
 
 
-def _build_policy(policy_cfg: dict[str, Any]):
-    from hydra.utils import instantiate
-
-    # ``name`` labels records and ``privileged`` is an env switch; neither is a constructor argument.
-    return instantiate({k: v for k, v in policy_cfg.items() if k not in ("name", "privileged")}, _convert_="all")
-
-
 _WORKER: _Worker | None = None
+_WORKER_FAILURE: str | None = None
 
 
 def _init_worker(job: EpisodeJob) -> None:
-    global _WORKER  # one per spawned process: the pool calls back into this module
-    _WORKER = _Worker(job)
+    global _WORKER, _WORKER_FAILURE  # one per spawned process: the pool calls back into this module
+    try:
+        _WORKER = _Worker(job)
+    except Exception:  # raised here, a pool initializer error would make the pool respawn workers forever
+        _WORKER_FAILURE = traceback.format_exc()
 
 
 def _run_in_worker(item: tuple[int, int]) -> dict[str, Any]:
+    if _WORKER is None:
+        raise RuntimeError(f"recorder worker could not build the policy:\n{_WORKER_FAILURE}")
     return _WORKER(*item)
 
 
@@ -280,7 +280,7 @@ def job_from_config(cfg, options: RecordOptions) -> tuple[EpisodeJob, list[tuple
         "render_size": protocol.render_size,
         "model_image_size": options.image_size,  # the policy and the demo see the same (recorded) images
         # The schema says whether the policy needs simulator state (a property there, not a config key).
-        "privileged": bool(getattr(run.policy, "privileged", False) or policy_cfg.get("privileged", False)),
+        "privileged": bool(getattr(run.policy, "privileged", False)),
     }
     job = EpisodeJob(
         suite=run.suite.name,

@@ -10,7 +10,7 @@ import pytest
 
 from sim_eval.demos import MANIFEST, DemoWriter, iter_demos, load_demo, load_manifest
 
-SCRIPTED = {"_target_": "policies.scripted.ScriptedExpert", "name": "scripted", "privileged": True}
+SCRIPTED = {"_target_": "policies.scripted.ScriptedExpert", "name": "scripted"}
 
 
 def _smooth_frame(t: int, size: int = 128) -> np.ndarray:
@@ -157,3 +157,13 @@ def test_bad_recorder_input_fails_with_one_line_before_any_simulator(argv, messa
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_unbuildable_policy_in_a_worker_fails_instead_of_hanging(tmp_path):
+    import dataclasses
+
+    from sim_eval.record import record_demos
+
+    job = dataclasses.replace(_job(tmp_path), policy={**SCRIPTED, "speed": 5.0})  # outside ScriptedExpert's range
+    with pytest.raises(RuntimeError, match="could not build the policy"):
+        record_demos(job, [(0, 0), (0, 1)], num_workers=1)
