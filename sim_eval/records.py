@@ -114,7 +114,9 @@ def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-def _rate(group: list[dict[str, Any]]) -> dict[str, Any]:
+def count_outcomes(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """Episodes, finished, successes, failures, errors and success rate of deduplicated records (crashed episodes
+    are counted apart and left out of the rate, which is None when none finished)."""
     errors = sum(1 for r in group if r.get("error") is not None)
     successes = sum(1 for r in group if r.get("error") is None and r.get("success") is True)
     finished = len(group) - errors
@@ -142,10 +144,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         tasks = {}
         for (task_suite, task_id), group in sorted(by_task.items()):
             if task_suite == suite:
-                tasks[str(task_id)] = {"language": group[0].get("task_language"), **_rate(group)}
-        suites[suite] = {**_rate(by_suite[suite]), "tasks": tasks}
+                tasks[str(task_id)] = {"language": group[0].get("task_language"), **count_outcomes(group)}
+        suites[suite] = {**count_outcomes(by_suite[suite]), "tasks": tasks}
     modes = sorted({f"{r.get('policy')}:{r.get('cache_mode')}" for r in records})
-    return {"overall": _rate(records), "suites": suites, "runs": modes}
+    return {"overall": count_outcomes(records), "suites": suites, "runs": modes}
 
 
 def write_summary(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_eval.records import dedupe
+from sim_eval.records import count_outcomes, dedupe
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975)
 COS_THRESHOLDS = (0.9, 0.8, 0.5)
@@ -60,18 +60,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 def success_counts(records: Iterable[Record]) -> dict[str, Any]:
     """Counts and success rate (with Wilson 95% bounds) of already-deduplicated records of one group."""
-    records = list(records)
-    errors = sum(1 for r in records if r.get("error") is not None)
-    successes = sum(1 for r in records if r.get("error") is None and r.get("success") is True)
-    finished = len(records) - errors
-    interval = wilson_interval(successes, finished)
+    counts = count_outcomes(list(records))
+    interval = wilson_interval(counts["successes"], counts["finished"])
     return {
-        "episodes": len(records),
-        "finished": finished,
-        "successes": successes,
-        "failures": finished - successes,
-        "errors": errors,
-        "success_rate": successes / finished if finished else None,
+        **counts,
         "ci_low": interval[0] if interval else None,
         "ci_high": interval[1] if interval else None,
     }
