@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import RunConfig
+from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
 from sim_eval.rollout import run_episode
 from sim_eval.video import EpisodeVideo
@@ -82,41 +83,34 @@ def crash_record(run: RunConfig, task_id: int, episode_index: int, error: dict[s
     }
 
 
+def env_kwargs(run: RunConfig) -> dict[str, Any]:
+    """``LiberoEnv`` arguments (besides suite and task) that apply the run's protocol."""
+    protocol = run.protocol
+    return {
+        "max_steps": run.max_steps,
+        "env_seed": protocol.env_seed,
+        "num_wait_steps": protocol.num_wait_steps,
+        "wait_action": list(protocol.wait_action),
+        "render_size": protocol.render_size,
+        "model_image_size": protocol.model_image_size,
+        # The policy schema says whether it needs simulator state (a property there, not a config key).
+        "privileged": bool(getattr(run.policy, "privileged", False)),
+    }
+
+
 class EpisodeRunner:
     """Runs episodes of one suite with one policy, keeping one simulator per task alive between episodes."""
 
     def __init__(self, run: RunConfig, policy, run_dir: Path):
         self.run, self.policy, self.run_dir = run, policy, Path(run_dir)
-        self._env = None
-        self._env_task: int | None = None
+        self.envs = EnvPerTask(run.suite.name, **env_kwargs(run))
         self.meta = run_meta(run)
-
-    def _env_for(self, task_id: int):
-        if self._env_task != task_id:
-            self.close()
-            from sim_eval.envs.libero_env import LiberoEnv
-
-            protocol = self.run.protocol
-            self._env = LiberoEnv(
-                self.run.suite.name,
-                task_id,
-                max_steps=self.run.max_steps,
-                env_seed=protocol.env_seed,
-                num_wait_steps=protocol.num_wait_steps,
-                wait_action=list(protocol.wait_action),
-                render_size=protocol.render_size,
-                model_image_size=protocol.model_image_size,
-                privileged=bool(getattr(self.run.policy, "privileged", False)),
-            )
-            self._env_task = task_id
-        return self._env
 
     def __call__(self, task_id: int, episode_index: int) -> dict[str, Any]:
         suite = self.run.suite.name
         try:
-            env = self._env_for(task_id)
+            env = self.envs(task_id)
         except Exception as err:  # a simulator that cannot start is this episode's error, not a task failure
-            self._env_task = None
             error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
             return crash_record(self.run, task_id, episode_index, error)
         video = None
@@ -143,9 +137,7 @@ class EpisodeRunner:
         return record
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-        self._env, self._env_task = None, None
+        self.envs.close()
 
 
 def _worker_main(run: RunConfig, policy_cfg: dict, run_dir: str, todo: mp.Queue, results: mp.Queue, worker: int):

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim_eval.app import build_policy
+from sim_eval.app import build_policy, env_kwargs, plan_episodes
 from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
+from sim_eval.envs.libero_env import EnvPerTask
 
 OUTCOMES = "outcomes.jsonl"
 
@@ -71,16 +72,7 @@ class _Worker:
     def __init__(self, job: EpisodeJob, policy=None):
         self.job = job
         self.policy = policy if policy is not None else build_policy(job.policy)
-        self.env, self.env_task = None, None
-
-    def env_for(self, task_id: int):
-        if self.env_task != task_id:
-            self.close()
-            from sim_eval.envs.libero_env import LiberoEnv
-
-            self.env = LiberoEnv(self.job.suite, task_id, **self.job.env_kwargs)
-            self.env_task = task_id
-        return self.env
+        self.envs = EnvPerTask(job.suite, **job.env_kwargs)
 
     def __call__(self, task_id: int, episode_index: int) -> dict[str, Any]:
         from sim_eval.rollout import run_episode
@@ -88,7 +80,7 @@ class _Worker:
         job = self.job
         outcome: dict[str, Any] = {"task_id": task_id, "init_state_index": episode_index, "file": None}
         try:
-            env = self.env_for(task_id)
+            env = self.envs(task_id)
             writer = DemoWriter(job.image_size, job.jpeg_quality)
             record = run_episode(
                 env,
@@ -100,7 +92,6 @@ class _Worker:
                 observer=lambda obs, action, next_obs, info: writer.add(obs, action),
             )
         except Exception as err:  # a simulator that cannot start: this episode's error
-            self.env_task = None
             return {
                 **outcome,
                 "key": f"{job.suite}/{task_id}/{episode_index}",
@@ -133,9 +124,7 @@ class _Worker:
         return outcome
 
     def close(self) -> None:
-        if self.env is not None:
-            self.env.close()
-        self.env, self.env_task = None, None
+        self.envs.close()
 
 
 _WORKER: _Worker | None = None
@@ -270,30 +259,20 @@ def job_from_config(cfg, options: RecordOptions) -> tuple[EpisodeJob, list[tuple
     from sim_eval.config import validate
 
     run = validate(cfg)
-    protocol = run.protocol
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    env_kwargs = {
-        "max_steps": run.max_steps,
-        "env_seed": protocol.env_seed,
-        "num_wait_steps": protocol.num_wait_steps,
-        "wait_action": list(protocol.wait_action),
-        "render_size": protocol.render_size,
-        "model_image_size": options.image_size,  # the policy and the demo see the same (recorded) images
-        # The schema says whether the policy needs simulator state (a property there, not a config key).
-        "privileged": bool(getattr(run.policy, "privileged", False)),
-    }
+    # The policy and the demo see the same (recorded) images.
+    kwargs = {**env_kwargs(run), "model_image_size": options.image_size}
     job = EpisodeJob(
         suite=run.suite.name,
         policy=policy_cfg,
         policy_name=str(policy_cfg.get("name", "policy")),
-        env_kwargs=env_kwargs,
-        replan_steps=protocol.replan_steps,
+        env_kwargs=kwargs,
+        replan_steps=run.protocol.replan_steps,
         out=str(Path(options.out).expanduser().resolve()),
         image_size=options.image_size,
         jpeg_quality=options.jpeg_quality,
     )
-    episodes = [(t, e) for t in run.task_ids for e in range(run.episodes_per_task)]
-    return job, episodes
+    return job, plan_episodes(run)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

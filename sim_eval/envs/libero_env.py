@@ -173,3 +173,25 @@ class LiberoEnv(gym.Env):
         if env is not None:
             env.close()
             self._env = None
+
+
+class EnvPerTask:
+    """One ``LiberoEnv`` at a time, rebuilt only when the task changes: starting a simulator costs seconds, and
+    consecutive episodes of a plan mostly share a task. A failed start leaves no env held, so the next call retries."""
+
+    def __init__(self, suite: str, **env_kwargs: Any):
+        self.suite, self.env_kwargs = suite, env_kwargs
+        self._env: LiberoEnv | None = None
+        self._task: int | None = None
+
+    def __call__(self, task_id: int) -> LiberoEnv:
+        if self._task != task_id:
+            self.close()
+            self._env = LiberoEnv(self.suite, task_id, **self.env_kwargs)
+            self._task = task_id
+        return self._env
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env, self._task = None, None
