@@ -19,4 +19,3 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
-
