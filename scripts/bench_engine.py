@@ -3,10 +3,13 @@
 Random full-size weights (SigLIP So400m + gemma_2b + gemma_300m), bf16, batch 1, two 224x224 views, 10 Euler steps,
 chunk 10 and 50. Variants timed in one run on the same weights:
 
-* ``eager``        -- the engine without CUDA graphs (exact prompt length, no padding): the baseline;
-* ``graph-exact``  -- CUDA graphs keyed by exact prompt length (no padding, unmasked fused attention);
-* ``graph-pad32``  -- CUDA graphs with the prompt padded to a multiple of 32 (padding masked by key), the engine's
-                      default on CUDA, so one captured graph serves prompts of similar length.
+* ``eager``         -- the engine without CUDA graphs or compile (exact prompt length, torch step): the baseline;
+* ``triton-pad32``  -- the engine's default on CUDA + bf16: the prefix compiled and captured with the prompt padded
+                       to a multiple of 32 (one graph serves prompts of similar length), the denoise loop's step as
+                       the Triton kernels of ``policies/pi05/triton_expert.py``, all 10 steps in one CUDA graph;
+* ``triton-exact``  -- the same with graphs keyed by the exact prompt length;
+* ``graph-pad32`` / ``graph-exact`` -- the torch step compiled by torch.compile instead of the Triton kernels (the
+                       previous default), same graphs.
 
 Each call is timed on the host around ``synchronize`` (what the policy sees, including the image upload, the K/V
 clone and the action download); p50/p95 over ``--iters`` calls after ``--warmup``. Optionally (``--fixtures DIR``)
@@ -145,11 +148,13 @@ def bench(args) -> dict:
         "warmup": args.warmup,
         "runs": [],
     }
-    variants = [
-        ("eager", False, 1),
-        ("graph-pad32", True, 32),
-        ("graph-exact", True, 1),
-        ("graph-exact-autotune", True, 1),
+    variants = [  # (name, CUDA graphs, prompt padding multiple, denoise-step kernels)
+        ("eager", False, 1, "torch"),
+        ("triton-pad32", True, 32, "triton"),
+        ("triton-exact", True, 1, "triton"),
+        ("graph-pad32", True, 32, "torch"),
+        ("graph-exact", True, 1, "torch"),
+        ("graph-exact-autotune", True, 1, "torch"),
     ]
     t_start = time.perf_counter()
     inputs = make_inputs(4)
@@ -158,7 +163,7 @@ def bench(args) -> dict:
     }
     references: dict[int, torch.Tensor] = {}
     # variants outermost, in priority order, so a --budget-s cut-off only drops the last (optional) ones
-    for name, graphs, pad in variants:
+    for name, graphs, pad, kernels in variants:
         for chunk in args.chunks:
             info = synthetic_info(chunk, sizes)
             noises = noises_by_chunk[chunk]
@@ -180,6 +185,7 @@ def bench(args) -> dict:
                     pad_multiple=pad,
                     load=False,
                     model=model,
+                    kernels=kernels,
                 )
                 eng.pad_multiple = pad
                 preps = [Prepared({}, p.images, tok.ids) for p in inputs]
@@ -205,6 +211,7 @@ def bench(args) -> dict:
 
                 row = {
                     "variant": name,
+                    "kernels": eng.kernels,
                     "chunk": chunk,
                     "prefix_len": int(caches[0].keys.shape[3]),
                     "finite": bool(torch.isfinite(acts).all()),
@@ -265,7 +272,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--prompt-tokens", type=int, default=48)
-    ap.add_argument("--variants", nargs="+", default=["eager", "graph-pad32", "graph-exact", "graph-exact-autotune"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["eager", "triton-pad32", "triton-exact", "graph-pad32", "graph-exact"]
+    )
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants after this many seconds")
     ap.add_argument("--fixtures", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)

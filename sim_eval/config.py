@@ -159,6 +159,7 @@ class Pi05PolicyConfig:
     shadow: bool = False
     num_steps: int = 10
     cpu_threads: int | None = 1
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
         try:
@@ -172,6 +173,10 @@ class Pi05PolicyConfig:
             f"policy.device={self.device!r}: allowed are auto, cpu, cuda, cuda:N",
         )
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")
+        _require(
+            self.kernels in ("auto", "torch", "triton"),
+            f"policy.kernels={self.kernels!r}: allowed are auto, torch, triton",
+        )
         _require(
             self.cpu_threads is None or self.cpu_threads >= 1,
             f"policy.cpu_threads={self.cpu_threads}: must be >= 1 or null (torch's default)",

@@ -30,6 +30,7 @@ def build_policy(
     shadow: bool = False,
     num_steps: int = 10,
     cpu_threads: int | None = 1,
+    kernels: str = "auto",
 ):
     """The Hydra ``_target_``: a ``CacheController``-wrapped Pi0.5 policy.
 
@@ -37,6 +38,7 @@ def build_policy(
     adaptive modes; ``engine``: ``native`` (this package) or ``flashrt`` (the FlashRT frontend, CUDA only);
     ``model_sizes``: JSON size override for checkpoints whose tensors differ from their named variants;
     ``cpu_threads``: torch intra-op CPU threads (None leaves torch's default);
+    ``kernels``: the denoise step's implementation, ``torch``, ``triton`` (CUDA, bf16) or ``auto``;
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
     from policies.cache import CacheController
@@ -67,6 +69,7 @@ def build_policy(
             tokenizer=tokenizer,
             camera_map=camera_map,
             num_steps=num_steps,
+            kernels=kernels,
         )
     elif engine == "flashrt":
         from policies.flashrt import FlashRTPolicy

@@ -90,6 +90,7 @@ class Pi05Engine:
         model: Pi05Model | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
+        kernels: str = "auto",
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
@@ -120,8 +121,9 @@ class Pi05Engine:
             copy_weights(self.model, info, plan)
             self.model.prepare_inference()
         # torch.compile fuses the many small element-wise kernels (norms, RoPE, gates) that otherwise bound the
-        # denoise loop even under CUDA graphs; off on CPU, where it only costs start-up time
+        # prefix and the torch denoise step even under CUDA graphs; off on CPU, where it only costs start-up time
         self.compiled = (self.device.type == "cuda") if compile is None else bool(compile)
+        self.kernels = self._choose_kernels(kernels)
         self._prefix_kv = self.model.prefix_kv
         self._velocity = self.model.velocity
         if self.compiled:
@@ -130,12 +132,43 @@ class Pi05Engine:
             # one compiled variant per (prefix length, chunk, mask presence): allow more than dynamo's default 8
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._prefix_kv = torch.compile(self.model.prefix_kv, dynamic=False)
-            # compile_mode (e.g. "max-autotune-no-cudagraphs") applies to the denoise step only: that is where the
-            # skinny GEMMs live, and autotuning the whole prefix would cost minutes of start-up
-            self._velocity = torch.compile(self.model.velocity, dynamic=False, mode=compile_mode)
+            if self.kernels == "torch":
+                # compile_mode (e.g. "max-autotune-no-cudagraphs") applies to the denoise step only: that is where
+                # the skinny GEMMs live, and autotuning the whole prefix would cost minutes of start-up
+                self._velocity = torch.compile(self.model.velocity, dynamic=False, mode=compile_mode)
+        if self.kernels == "triton":
+            from policies.pi05.triton_expert import TritonExpert
+
+            self._velocity = TritonExpert(self.model).velocity
         self._mods: list[list[torch.Tensor]] | None = None
         self._graphs: dict[Any, Any] = {}
         self._pool = None
+
+    def _choose_kernels(self, kernels: str) -> str:
+        """``torch`` (the model's own ops, compiled on CUDA) or ``triton`` (``TritonExpert``: CUDA, bf16, batch 1;
+        the denoise loop's skinny GEMMs and attention as purpose-built kernels). ``auto`` takes triton where it can
+        run and torch elsewhere (CPU, fp32: fp32 GEMMs on tensor cores would round operands to tf32)."""
+        if kernels not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernels {kernels!r} not supported: auto, torch or triton")
+        if kernels == "torch":
+            return "torch"
+        reason = None
+        if self.device.type != "cuda":
+            reason = f"needs CUDA (device is {self.device})"
+        elif self.dtype != torch.bfloat16:
+            reason = f"runs bf16 (dtype is {self.dtype})"
+        else:
+            try:
+                from policies.pi05.triton_expert import unsupported_reason
+            except ImportError as exc:
+                reason = f"triton is not importable ({exc})"
+            else:
+                reason = unsupported_reason(self.model)
+        if reason is None:
+            return "triton"
+        if kernels == "triton":
+            raise ValueError(f"kernels='triton': {reason}")
+        return "torch"
 
     # ------------------------------------------------------------------------------------------------ interface
     @property

@@ -1,0 +1,288 @@
+"""Kernel-level benchmark of ``policies.pi05.triton_expert`` on a CUDA GPU (full-size expert, random bf16 weights).
+
+1. Accuracy: ``TritonExpert.velocity`` and the torch ``Pi05Model.velocity`` (bf16) against the same model in fp32,
+   as ||out - ref|| / ||ref||, on random prefix K/V (padded and unpadded) and random x_t.
+2. Per-GEMM sweep: every launch configuration in the grid below, for each of the expert's four GEMMs and each chunk,
+   against cuBLAS (``F.linear``). Each timing replays a CUDA graph of calls that rotate over enough weight copies
+   (> L2) that every call streams its weight from HBM, as in the real loop; reports us per call and the weight
+   bandwidth it reaches.
+3. Attention: the split-K/V Triton attention against SDPA on the concatenated K/V (what the torch step does).
+
+    PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --out $OUT/kernels.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policies.pi05.config import full_size  # noqa: E402
+from policies.pi05.engine import build_model  # noqa: E402
+from policies.pi05.model import Pi05Model  # noqa: E402
+from policies.pi05.triton_expert import (  # noqa: E402
+    MODE_GELU,
+    MODE_PARTIAL,
+    MODE_QKV,
+    AttnConfig,
+    GemmConfig,
+    TritonExpert,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import randomize  # noqa: E402
+
+
+def graph_time_us(fn, calls: int, replays: int = 30) -> float:
+    """us per call: ``fn(i)`` for i in range(calls) captured in one CUDA graph, replayed; median over replays."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for i in range(calls):
+            fn(i)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(calls):
+            fn(i)
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000.0 / calls)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def accuracy(model: Pi05Model, model32: Pi05Model, te: TritonExpert, chunk: int, prefix: int, n_valid: int) -> dict:
+    dev = model.action_in_proj.weight.device
+    e = model.sizes.expert
+    g = torch.Generator(device=dev).manual_seed(chunk * 1000 + prefix)
+    keys = torch.randn(e.depth, 1, 1, prefix, e.head_dim, device=dev, generator=g).to(torch.bfloat16)
+    values = torch.randn(e.depth, 1, 1, prefix, e.head_dim, device=dev, generator=g).to(torch.bfloat16)
+    key_mask = None
+    if n_valid < prefix:
+        key_mask = torch.zeros(1, prefix, dtype=torch.bool, device=dev)
+        key_mask[0, :n_valid] = True
+    x_t = torch.randn(1, chunk, model.sizes.max_action_dim, device=dev, generator=g)
+    mods = model.time_modulations(torch.tensor([0.7], device=dev))
+    with torch.inference_mode():
+        tri = te.velocity(keys, values, key_mask, n_valid, x_t, mods)
+        bf = model.velocity(keys, values, key_mask, n_valid, x_t, mods)
+        mods32 = model32.time_modulations(torch.tensor([0.7], device=dev))
+        ref = model32.velocity(keys.float(), values.float(), key_mask, n_valid, x_t, mods32).double()
+
+    def rel(a):
+        return float((a.double() - ref).norm() / ref.norm())
+
+    return {
+        "chunk": chunk,
+        "prefix": prefix,
+        "n_valid": n_valid,
+        "rel_err_triton": rel(tri),
+        "rel_err_torch_bf16": rel(bf),
+        "finite": bool(torch.isfinite(tri).all()),
+    }
+
+
+GRID = {
+    "block_n": (16, 32),
+    "block_k": (64, 128, 256),
+    "split_k": (1, 2, 4, 8),
+    "num_stages": (3, 4),
+    "num_warps": (4,),
+}
+
+
+def sweep_one(te: TritonExpert, name: str, mode: int, ws: list[torch.Tensor], chunk: int) -> list[dict]:
+    dev, copies = te.cos.device, len(ws)
+    shape = ws[0].shape
+    mbytes = shape[0] * shape[1] * 2
+    x = torch.randn(chunk, shape[1], device=dev, dtype=torch.bfloat16)
+    q = torch.empty(chunk, te.heads * te.head_dim, device=dev, dtype=torch.bfloat16)
+    ks = torch.empty(chunk, te.head_dim, device=dev, dtype=torch.bfloat16)
+    vs = torch.empty_like(ks)
+    act = torch.empty(chunk, te.mlp_dim, device=dev, dtype=torch.bfloat16)
+    pos = torch.tensor([560], device=dev)
+    us = graph_time_us(lambda i: F.linear(x, ws[i % copies]), copies * 4)
+    rows = [{"gemm": name, "chunk": chunk, "impl": "cublas", "us": round(us, 2), "tb_s": round(mbytes / us / 1e6, 2)}]
+    print(json.dumps(rows[-1]), flush=True)
+    splits = GRID["split_k"] if mode == MODE_PARTIAL else (1,)
+    for bn, bk, sk, st, nw in itertools.product(
+        GRID["block_n"], GRID["block_k"], splits, GRID["num_stages"], GRID["num_warps"]
+    ):
+        cfg = GemmConfig(block_n=bn, block_k=bk, split_k=sk, num_stages=st, num_warps=nw)
+
+        def call(i, cfg=cfg):
+            te._gemm(x, ws[i % copies], cfg, mode, chunk, out=act, qkv=(q, ks, vs), cos_pos=(te.cos, te.sin, pos))
+
+        try:
+            us = graph_time_us(call, copies * 4)
+        except Exception as exc:  # a configuration that does not tile or does not fit: skip it, say why
+            print(f"skip {name} {chunk} {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+            continue
+        rows.append({"gemm": name, "chunk": chunk, "impl": "triton", "cfg": cfg.__dict__, "us": round(us, 2),
+                     "tb_s": round(mbytes / us / 1e6, 2)})  # fmt: skip
+    best = min((r for r in rows if r["impl"] == "triton"), key=lambda r: r["us"], default=None)
+    print("BEST", json.dumps(best), flush=True)
+    return rows
+
+
+def sweep(te: TritonExpert, chunks: list[int], copies: int, only: list[str]) -> list[dict]:
+    w = te.weights[0]
+    gemms = {"qkv": (w[0].shape, MODE_QKV), "o": (w[1].shape, MODE_PARTIAL),
+             "gate_up": (w[2].shape, MODE_GELU), "down": (w[3].shape, MODE_PARTIAL)}  # fmt: skip
+    rows = []
+    for name, (shape, mode) in gemms.items():
+        if name not in only:
+            continue
+        ws = [torch.randn(shape, device=te.cos.device, dtype=torch.bfloat16) * shape[1] ** -0.5 for _ in range(copies)]
+        for chunk in chunks:
+            rows += sweep_one(te, name, mode, ws, chunk)
+    return rows
+
+
+def attention_one(te: TritonExpert, chunk: int, prefix: int) -> list[dict]:
+    """The split-K/V attention (+ combine) over a grid of launch configurations, against cat + SDPA."""
+    dev, hd, nh = te.cos.device, te.head_dim, te.heads
+    kp = torch.randn(prefix, hd, device=dev, dtype=torch.bfloat16)
+    vp = torch.randn_like(kp)
+    ks = torch.randn(chunk, hd, device=dev, dtype=torch.bfloat16)
+    vs = torch.randn_like(ks)
+    q = torch.randn(chunk * nh, hd, device=dev, dtype=torch.bfloat16)
+    o = torch.empty_like(q)
+    nv = torch.tensor([prefix], device=dev)
+
+    def sdpa(i):
+        k = torch.cat([kp, ks])[None, None]
+        v = torch.cat([vp, vs])[None, None]
+        return F.scaled_dot_product_attention(q[None, None], k, v)
+
+    rows = [{"chunk": chunk, "prefix": prefix, "impl": "cat+sdpa", "us": round(graph_time_us(sdpa, 16), 2)}]
+    print(json.dumps(rows[-1]), flush=True)
+    ref = sdpa(0)[0, 0].float()
+    params = itertools.product((16, 32), (32, 64), (2, 4, 8, 16), (4, 8))
+    main_grid = [AttnConfig(br, bkv, ms, nw) for br, bkv, ms, nw in params]
+
+    def run(cfg: AttnConfig) -> None:
+        try:
+            us = graph_time_us(lambda i: te._attention(q, kp, vp, ks, vs, nv, o, cfg), 16)
+        except Exception as exc:  # does not fit (registers / shared memory): skip, say why
+            print(f"skip attention {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+            return
+        err = float((o.float() - ref).norm() / ref.norm())
+        rows.append({"chunk": chunk, "impl": "triton", "cfg": cfg.__dict__, "us": round(us, 2), "rel_err": err})
+
+    for cfg in main_grid:
+        run(cfg)
+    top = AttnConfig(**min((r for r in rows if r["impl"] == "triton"), key=lambda r: r["us"])["cfg"])
+    for cr, cd in ((1, 256), (2, 128), (8, 64), (16, 256)):  # then the combine kernel's tiling, on the best
+        run(AttnConfig(top.block_r, top.block_kv, top.max_split, top.num_warps, top.num_stages, cr, cd))
+    best = min((r for r in rows if r["impl"] == "triton"), key=lambda r: r["us"], default=None)
+    print("BEST attention", json.dumps(best), flush=True)
+    return rows
+
+
+def step_times(model: Pi05Model, chunk: int, prefix: int) -> dict:
+    """us per velocity call (one denoise step, all 18 layers) replayed from a CUDA graph: Triton with and without
+    programmatic dependent launch, and the torch.compile'd torch step."""
+    dev = model.action_in_proj.weight.device
+    e = model.sizes.expert
+    keys = torch.randn(e.depth, 1, 1, prefix, e.head_dim, device=dev, dtype=torch.bfloat16)
+    values = torch.randn_like(keys)
+    x_t = torch.randn(1, chunk, model.sizes.max_action_dim, device=dev)
+    mods = model.time_modulations(torch.tensor([0.7], device=dev))
+    n_valid = torch.tensor([prefix], device=dev)
+    fns = {
+        "triton_pdl": TritonExpert(model, pdl=True).velocity,
+        "triton_no_pdl": TritonExpert(model, pdl=False).velocity,
+        "torch_compiled": torch.compile(model.velocity, dynamic=False),
+    }
+    out = {"chunk": chunk, "prefix": prefix}
+    with torch.inference_mode():
+        ref = fns["triton_no_pdl"](keys, values, None, n_valid, x_t, mods)
+        for name, fn in fns.items():
+            out[name + "_us"] = round(graph_time_us(lambda i, fn=fn: fn(keys, values, None, n_valid, x_t, mods), 4), 1)
+            got = fn(keys, values, None, n_valid, x_t, mods)
+            out[name + "_max_abs_vs_no_pdl"] = float((got - ref).abs().max())
+    print(json.dumps(out), flush=True)
+    with torch.inference_mode():  # kernel durations of one step, launched eagerly (no overlap), in launch order
+        fn = TritonExpert(model, pdl=False).velocity
+        fn(keys, values, None, n_valid, x_t, mods)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn(keys, values, None, n_valid, x_t, mods)
+            torch.cuda.synchronize()
+    kernels = [(ev.name, ev.device_time) for ev in prof.events() if ev.device_time > 0]
+    out["kernels_first_24"] = [(n[:40], round(t, 2)) for n, t in kernels[:24]]
+    out["kernels_total_us"] = round(sum(t for _, t in kernels), 1)
+    out["kernels_count"] = len(kernels)
+    print(json.dumps({k: out[k] for k in ("kernels_total_us", "kernels_count")}), flush=True)
+    for name, t in out["kernels_first_24"]:
+        print(f"  {t:8.2f} us  {name}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--copies", type=int, default=8, help="weight copies per GEMM (their total must exceed L2)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the GEMM sweep")
+    ap.add_argument("--step-only", action="store_true", help="accuracy and whole-step timings only")
+    ap.add_argument("--no-attention", action="store_true", help="skip the attention sweep")
+    ap.add_argument("--no-step", action="store_true", help="skip the whole-step timings")
+    ap.add_argument("--gemms", nargs="+", default=["qkv", "o", "gate_up", "down"])
+    for key in GRID:  # override the sweep grid, e.g. --num_warps 2 4 8
+        ap.add_argument(f"--{key}", type=int, nargs="+", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = build_model(full_size(), torch.device("cuda"), torch.bfloat16)
+    randomize(model)
+    model.prepare_inference()
+    te = TritonExpert(model)
+    model32 = build_model(full_size(), torch.device("cuda"), torch.float32)  # the same weights, in fp32
+    model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    model32.prepare_inference()
+    report: dict = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    import triton
+
+    report["triton"] = triton.__version__
+    report["accuracy"] = []
+    for chunk, prefix, n_valid in ((10, 560, 560), (10, 576, 560), (50, 560, 560)):
+        report["accuracy"].append(accuracy(model, model32, te, chunk, prefix, n_valid))
+        print(json.dumps(report["accuracy"][-1]), flush=True)
+    del model32
+    torch.cuda.empty_cache()
+    if not args.no_step:
+        report["step"] = [step_times(model, chunk, 560) for chunk in args.chunks]
+    if args.step_only:
+        if args.out is not None:
+            args.out.write_text(json.dumps(report, indent=2))
+        return
+    if not args.no_attention:
+        report["attention"] = [r for chunk in args.chunks for r in attention_one(te, chunk, 560)]
+    if not args.no_sweep:
+        for key in GRID:
+            if getattr(args, key) is not None:
+                GRID[key] = tuple(getattr(args, key))
+        report["grid"] = GRID
+        report["sweep"] = sweep(te, args.chunks, args.copies, args.gemms)
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The Triton denoise-step kernels (``policies/pi05/triton_expert.py``) compute ``Pi05Model.velocity``.
+
+CI has no GPU: the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, numpy on the CPU) in fp32 on the
+fixture checkpoint, so every index, mask, split and epilogue is checked against the torch model, which itself matches
+LeRobot (test_pi05_parity.py). bf16 numerics and speed on a GPU: scripts/bench_expert_kernels.py, bench_engine.py."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+
+# Triton fixes the mode of every @triton.jit function -- its own tl.sum/tl.max included -- when it is decorated, so the
+# interpreter must be on before triton is first imported (nothing else in the CPU suite imports it).
+if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from conftest import FIXTURES as FIX  # noqa: E402
+
+TOL = 1e-5
+
+
+def _interpreter_shim() -> None:
+    """Triton's interpreter turns one-element numpy arrays into loop bounds with ``int(array)``, which NumPy >= 2.4
+    rejects for arrays of one dimension; take the element explicitly (interpreter only, tests only)."""
+    import triton.runtime.interpreter as interp
+
+    if getattr(interp, "_sim_eval_shim", False):
+        return
+    original = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+    interp._sim_eval_shim = True
+
+
+@pytest.fixture(scope="module")
+def tx():
+    """``policies.pi05.triton_expert`` with its kernels decorated for the interpreter."""
+    _interpreter_shim()
+    return importlib.import_module("policies.pi05.triton_expert")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from policies.pi05.engine import load_engine
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    eng = load_engine(
+        str(FIX / "tiny_lerobot"),
+        model_sizes=str(FIX / "tiny_config.json"),
+        tokenizer=str(FIX / "tokenizer"),
+        device="cpu",
+        state_in_prompt=False,
+    )
+    yield eng
+    torch.set_num_threads(old)
+
+
+def _cache(engine, pad_multiple: int):
+    z = np.load(FIX / "case_nostate.npz")
+    obs = {"images": {"agentview": z["images_uint8"][0], "wrist": z["images_uint8"][1]}, "instruction": "pick it up"}
+    engine.pad_multiple = pad_multiple
+    try:
+        return engine.encode_prefix(obs)
+    finally:
+        engine.pad_multiple = 1
+
+
+def _small_tiles(tx):
+    """Tiles small enough that the tiny model's GEMMs run several K steps and several K splits (the defaults, sized
+    for the full model, would cover each tiny GEMM in one tile)."""
+    return {
+        "qkv": tx.GemmConfig(block_n=16, block_k=16),
+        "o": tx.GemmConfig(block_n=16, block_k=16, split_k=4),
+        "gate_up": tx.GemmConfig(block_n=32, block_k=16),
+        "down": tx.GemmConfig(block_n=16, block_k=16, split_k=4),
+    }
+
+
+@pytest.mark.parametrize("pad_multiple", [1, 32])
+def test_velocity_matches_torch_with_key_splits(tx, engine, pad_multiple):
+    """Chunk 10, keys split over many programs (as on a 132-SM GPU), K split in the partial GEMMs; with and without
+    prompt padding (padding must be masked by ``n_valid`` alone)."""
+    cache = _cache(engine, pad_multiple)
+    assert (cache.key_mask is not None) == (pad_multiple > 1)
+    expert = tx.TritonExpert(
+        engine.model,
+        configs=_small_tiles(tx),
+        sm_count=132,
+        attn_config=tx.AttnConfig(block_r=16, block_kv=32, max_split=16, combine_rows=16, combine_dims=16),
+    )
+    x_t = torch.randn(1, 10, engine.model.sizes.max_action_dim, generator=torch.Generator().manual_seed(pad_multiple))
+    mods = engine.modulations()[4]
+    got = expert.velocity(cache.keys, cache.values, cache.key_mask, cache.n_valid, x_t, mods)
+    ref = engine.model.velocity(cache.keys, cache.values, cache.key_mask, cache.n_valid, x_t, mods)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=TOL, rtol=0)
+
+
+def test_denoise_with_triton_step_matches_lerobot(tx, engine):
+    """The whole 10-step denoise with the Triton step as ``velocity_fn`` reproduces LeRobot's actions (chunk 50: the
+    64-row tile; one key split, default tiles)."""
+    z = np.load(FIX / "case_nostate.npz")
+    images = {"agentview": z["images_uint8"][0], "wrist": z["images_uint8"][1]}
+    cache = engine.encode_prefix({"images": images, "instruction": str(z["prompt_raw"])})
+    attn = tx.AttnConfig(block_r=64, block_kv=128, combine_rows=64, combine_dims=16)  # few programs: fast interpreter
+    expert = tx.TritonExpert(engine.model, attn_config=attn)
+    assert expert.sm_count == 1 and not expert.pdl  # CPU: fewest programs, no programmatic dependent launch
+    actions = engine.model.denoise(
+        cache, torch.from_numpy(z["noise"]), 10, modulations=engine.modulations(), velocity_fn=expert.velocity
+    )
+    np.testing.assert_allclose(actions.numpy(), z["actions_normalized"], atol=TOL, rtol=0)
+
+
+def test_unsupported_models_are_named(tx, engine):
+    from policies.pi05.engine import build_model
+
+    unfused = build_model(engine.model.sizes, torch.device("cpu"), torch.float32)
+    with pytest.raises(ValueError, match="projections are not fused"):
+        tx.TritonExpert(unfused)
+    with pytest.raises(ValueError, match="batch 1"):
+        tx.TritonExpert(engine.model).velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+
+
+def test_engine_kernel_choice_on_cpu():
+    """``auto`` takes the torch step where Triton cannot run (CPU here); asking for triton there is a clear error."""
+    from policies.pi05.engine import load_engine
+
+    def make(kernels):
+        return load_engine(
+            str(FIX / "tiny_lerobot"),
+            model_sizes=str(FIX / "tiny_config.json"),
+            tokenizer=str(FIX / "tokenizer"),
+            device="cpu",
+            kernels=kernels,
+        )
+
+    assert make("auto").kernels == "torch"
+    with pytest.raises(ValueError, match=r"kernels='triton': needs CUDA \(device is cpu\)"):
+        make("triton")
+    with pytest.raises(ValueError, match="kernels 'cuda' not supported: auto, torch or triton"):
+        make("cuda")
