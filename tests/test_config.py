@@ -88,6 +88,7 @@ def test_cache_mode_grammar_rejects(text):
         (["policy=constant", "logger.mode=loud"], "logger.mode='loud': allowed are online, offline, disabled"),
         (["policy=constant", "eval.episodes_per_task=51"], "eval.episodes_per_task=51: allowed are 1..50"),
         (["policy=nope"], "unknown policy 'nope'"),
+        (["policy=pi05_tiny", "policy.kernels=cuda"], "policy.kernels='cuda': allowed are auto, torch, triton"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, needle):
@@ -108,6 +109,7 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, needle):
     [
         (["policy.tokenizer=/no/tok"], "policy: tokenizer '/no/tok' not found"),
         (["policy.model_sizes=null"], "does not fit the Pi0.5 model"),
+        (["policy.kernels=triton"], "kernels='triton': needs CUDA (device is cpu)"),
     ],
 )
 def test_unbuildable_policy_is_one_line_before_any_episode(tmp_path, overrides, needle):
