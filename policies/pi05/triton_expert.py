@@ -325,7 +325,7 @@ def default_configs(rows: int) -> dict[str, GemmConfig]:
         "qkv": GemmConfig(block_n=16, block_k=256, num_stages=4),
         "o": GemmConfig(block_n=32, block_k=128, split_k=4, num_stages=4),
         "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4),
-        "down": GemmConfig(block_n=32, block_k=128, split_k=8, num_stages=3),
+        "down": GemmConfig(block_n=64, block_k=128, split_k=8, num_stages=4),
     }
 
 
