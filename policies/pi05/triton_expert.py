@@ -1,8 +1,9 @@
 """Triton kernels for the action expert's denoise step, and ``TritonExpert``: a drop-in for ``Pi05Model.velocity``.
 
 Why not cuBLAS + torch.compile: at batch 1 a denoise step is 18 layers of GEMMs with only ``chunk`` (10 or 50) rows.
-cuBLAS tiles for such an M put a few dozen CTAs on 132 SMs and stream the weights at 0.4-0.6 TB/s; on top, every
-layer concatenated the prefix K/V with the new keys and ran a one-CTA flash attention. Here:
+cuBLAS tiles for such an M leave most of the 132 SMs idle (an H100 streams the o / down projections' weights at
+0.75-1.0 TB/s of its ~3); on top, every layer concatenated the prefix K/V with the new keys and ran masked or
+single-CTA attention, and each norm, RoPE and gate was its own kernel. Here:
 
 * ``_gemm_kernel`` streams the weight in narrow column tiles (optionally split over K), so every SM reads weights;
   its epilogue applies RoPE and scatters q / k / v (``MODE_QKV``) or computes ``gelu(gate) * up`` (``MODE_GELU``)
