@@ -18,6 +18,16 @@ CONF_DIR = REPO / "conf"
 FIXTURES = REPO.parent / "shared" / "fixtures" / "pi05"
 
 
+def tiny_engine(layout: str = "lerobot", **kwargs):
+    """The fixtures' tiny Pi0.5 (``lerobot`` or ``openpi`` layout) as a CPU ``Pi05Engine``; ``kwargs`` go to
+    ``load_engine``."""
+    from policies.pi05.engine import load_engine
+
+    ckpt = FIXTURES / ("tiny_lerobot" if layout == "lerobot" else "tiny_openpi_layout")
+    args = {"model_sizes": str(FIXTURES / "tiny_config.json"), "tokenizer": str(FIXTURES / "tokenizer")}
+    return load_engine(str(ckpt), **{**args, "device": "cpu", **kwargs})
+
+
 def compose(overrides: list[str]):
     """The config ``python -m sim_eval <overrides>`` would run with (minus Hydra's own runtime keys)."""
     from hydra import compose as hydra_compose

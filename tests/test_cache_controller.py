@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES as FIX
+from conftest import tiny_engine
 
 from policies.base import TaskContext, check_infer_result
 from policies.cache import CacheController, paired_noise, pixel_mae
@@ -158,15 +159,8 @@ def test_shadow_fields_only_on_cached_frames():
 
 
 def test_real_engine_cached_equals_full_on_unchanged_obs():
-    from policies.pi05.engine import load_engine
-
     torch.set_num_threads(1)
-    engine = load_engine(
-        str(FIX / "tiny_openpi_layout"),
-        model_sizes=str(FIX / "tiny_config.json"),
-        tokenizer=str(FIX / "tokenizer"),
-        device="cpu",
-    )
+    engine = tiny_engine("openpi")
     z = np.load(FIX / "case_nostate.npz")
     obs = {
         "images": {"agentview": z["images_uint8"][0], "wrist": z["images_uint8"][1]},

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FIXTURES as FIX
+from conftest import tiny_engine
 
 
 def _meta_model():
@@ -51,12 +52,7 @@ def test_tiny_checkpoint_needs_size_override():
     msg = str(err.value)
     assert "mis-shaped" in msg and "model_sizes" in msg
     assert "model.action_in_proj.weight: file [32, 32] vs model [1024, 32]" in msg
-    engine = load_engine(
-        str(FIX / "tiny_lerobot"),
-        model_sizes=str(FIX / "tiny_config.json"),
-        tokenizer=str(FIX / "tokenizer"),
-        device="cpu",
-    )
+    engine = tiny_engine()
     assert engine.info.sizes.vlm.width == 64 and engine.chunk_size == 50
 
 

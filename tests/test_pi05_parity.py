@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES as FIX
+from conftest import tiny_engine
 
 TOL = 1e-5
 
@@ -19,28 +20,19 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def _engine(layout: str = "lerobot", **kw):
-    from policies.pi05.engine import load_engine
-
-    ckpt = FIX / ("tiny_lerobot" if layout == "lerobot" else "tiny_openpi_layout")
-    return load_engine(
-        str(ckpt), model_sizes=str(FIX / "tiny_config.json"), tokenizer=str(FIX / "tokenizer"), device="cpu", **kw
-    )
-
-
 @pytest.fixture(scope="module")
 def lerobot_state():
-    return _engine("lerobot")
+    return tiny_engine("lerobot")
 
 
 @pytest.fixture(scope="module")
 def lerobot_nostate():
-    return _engine("lerobot", state_in_prompt=False)
+    return tiny_engine("lerobot", state_in_prompt=False)
 
 
 @pytest.fixture(scope="module")
 def openpi():
-    return _engine("openpi")
+    return tiny_engine("openpi")
 
 
 def _obs(images, state, prompt):
@@ -174,7 +166,7 @@ def test_padded_prefix_equals_unpadded(lerobot_nostate):
 
 def test_bfloat16_close_to_reference():
     """bf16 runs the same code; on the tiny model it lands within bf16 rounding of LeRobot's fp32 actions."""
-    engine = _engine("lerobot", dtype="bfloat16")
+    engine = tiny_engine("lerobot", dtype="bfloat16")
     z = np.load(FIX / "case_state.npz")
     cache = engine.encode_prefix(_obs(z["images_uint8"], z["state_raw"], z["prompt_raw"]))
     assert cache.keys.dtype == torch.bfloat16

@@ -22,6 +22,7 @@ pytest.importorskip("triton")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from conftest import FIXTURES as FIX  # noqa: E402
+from conftest import tiny_engine  # noqa: E402
 
 TOL = 1e-5
 
@@ -52,17 +53,9 @@ def tx():
 
 @pytest.fixture(scope="module")
 def engine():
-    from policies.pi05.engine import load_engine
-
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    eng = load_engine(
-        str(FIX / "tiny_lerobot"),
-        model_sizes=str(FIX / "tiny_config.json"),
-        tokenizer=str(FIX / "tokenizer"),
-        device="cpu",
-        state_in_prompt=False,
-    )
+    eng = tiny_engine(state_in_prompt=False)
     yield eng
     torch.set_num_threads(old)
 
@@ -135,19 +128,8 @@ def test_unsupported_models_are_named(tx, engine):
 
 def test_engine_kernel_choice_on_cpu():
     """``auto`` takes the torch step where Triton cannot run (CPU here); asking for triton there is a clear error."""
-    from policies.pi05.engine import load_engine
-
-    def make(kernels):
-        return load_engine(
-            str(FIX / "tiny_lerobot"),
-            model_sizes=str(FIX / "tiny_config.json"),
-            tokenizer=str(FIX / "tokenizer"),
-            device="cpu",
-            kernels=kernels,
-        )
-
-    assert make("auto").kernels == "torch"
+    assert tiny_engine(kernels="auto").kernels == "torch"
     with pytest.raises(ValueError, match=r"kernels='triton': needs CUDA \(device is cpu\)"):
-        make("triton")
+        tiny_engine(kernels="triton")
     with pytest.raises(ValueError, match="kernels 'cuda' not supported: auto, torch or triton"):
-        make("cuda")
+        tiny_engine(kernels="cuda")
