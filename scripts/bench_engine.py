@@ -6,7 +6,9 @@ chunk 10 and 50. Variants timed in one run on the same weights:
 * ``eager``         -- the engine without CUDA graphs or compile (exact prompt length, torch step): the baseline;
 * ``triton-pad32``  -- the engine's default on CUDA + bf16: the prefix compiled and captured with the prompt padded
                        to a multiple of 32 (one graph serves prompts of similar length), the denoise loop's step as
-                       the Triton kernels of ``policies/pi05/triton_expert.py``, all 10 steps in one CUDA graph;
+                       the Triton kernels of ``policies/pi05/triton_expert.py`` (one kernel per GEMM / attention
+                       / norm, chained by programmatic dependent launch), all 10 steps in one CUDA graph;
+* ``triton-persistent-pad32`` -- the same with the step as one persistent launch (``schedule="persistent"``);
 * ``triton-exact``  -- the same with graphs keyed by the exact prompt length;
 * ``graph-pad32`` / ``graph-exact`` -- the torch step compiled by torch.compile instead of the Triton kernels (the
                        previous default), same graphs.
@@ -151,6 +153,7 @@ def bench(args) -> dict:
     variants = [  # (name, CUDA graphs, prompt padding multiple, denoise-step kernels)
         ("eager", False, 1, "torch"),
         ("triton-pad32", True, 32, "triton"),
+        ("triton-persistent-pad32", True, 32, "triton"),  # the step as one persistent launch
         ("triton-exact", True, 1, "triton"),
         ("graph-pad32", True, 32, "torch"),
         ("graph-exact", True, 1, "torch"),
@@ -188,6 +191,10 @@ def bench(args) -> dict:
                     kernels=kernels,
                 )
                 eng.pad_multiple = pad
+                if name == "triton-persistent-pad32":
+                    from policies.pi05.triton_expert import TritonExpert
+
+                    eng._velocity = TritonExpert(model, schedule="persistent").velocity
                 preps = [Prepared({}, p.images, tok.ids) for p in inputs]
                 iters = args.iters if graphs else args.eager_iters
                 t_first = time.perf_counter()
@@ -273,7 +280,9 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--prompt-tokens", type=int, default=48)
     ap.add_argument(
-        "--variants", nargs="+", default=["eager", "triton-pad32", "triton-exact", "graph-pad32", "graph-exact"]
+        "--variants",
+        nargs="+",
+        default=["eager", "triton-pad32", "triton-persistent-pad32", "triton-exact", "graph-pad32", "graph-exact"],
     )
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants after this many seconds")
     ap.add_argument("--fixtures", type=Path, default=None)

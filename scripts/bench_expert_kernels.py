@@ -1,7 +1,11 @@
 """Kernel-level benchmark of ``policies.pi05.triton_expert`` on a CUDA GPU (full-size expert, random bf16 weights).
 
-1. Accuracy: ``TritonExpert.velocity`` and the torch ``Pi05Model.velocity`` (bf16) against the same model in fp32,
-   as ||out - ref|| / ||ref||, on random prefix K/V (padded and unpadded) and random x_t.
+1. Accuracy: ``TritonExpert.velocity`` (both the ``kernels`` and the ``persistent`` schedule) and the torch
+   ``Pi05Model.velocity`` (bf16) against the same model in fp32, as ||out - ref|| / ||ref||, on random prefix K/V
+   (padded and unpadded) and random x_t.
+1b. Whole step (unless ``--no-step``): us per denoise step replayed from a CUDA graph for each schedule (the per-kernel
+   one with and without PDL), the torch.compile'd torch step, and a kernel profile; with ``--persistent-sweep``, the
+   persistent schedule's settings and ablations (``persistent_sweep``).
 2. Per-GEMM sweep: every launch configuration in the grid below, for each of the expert's four GEMMs and each chunk,
    against cuBLAS (``F.linear``). Each timing replays a CUDA graph of calls that rotate over enough weight copies
    (> L2) that every call streams its weight from HBM, as in the real loop; reports us per call and the weight
@@ -9,6 +13,7 @@
 3. Attention: the split-K/V Triton attention against SDPA on the concatenated K/V (what the torch step does).
 
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --out $OUT/kernels.json
+    PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --persistent-sweep --out $OUT/k.json
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from policies.pi05.triton_expert import (  # noqa: E402
     MODE_QKV,
     AttnConfig,
     GemmConfig,
+    StepLaunch,
     TritonExpert,
+    default_step_configs,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,6 +99,7 @@ def accuracy(model: Pi05Model, model32: Pi05Model, te: TritonExpert, chunk: int,
         "prefix": prefix,
         "n_valid": n_valid,
         "rel_err_triton": rel(tri),
+        "schedule": te.schedule,
         "rel_err_torch_bf16": rel(bf),
         "finite": bool(torch.isfinite(tri).all()),
     }
@@ -195,31 +203,39 @@ def attention_one(te: TritonExpert, chunk: int, prefix: int) -> list[dict]:
     return rows
 
 
-def step_times(model: Pi05Model, chunk: int, prefix: int) -> dict:
-    """us per velocity call (one denoise step, all 18 layers) replayed from a CUDA graph: Triton with and without
-    programmatic dependent launch, and the torch.compile'd torch step."""
+def step_inputs(model: Pi05Model, chunk: int, prefix: int) -> tuple:
+    """Random prefix K/V (bf16), x_t and one step's modulations: the inputs of a velocity call."""
     dev = model.action_in_proj.weight.device
     e = model.sizes.expert
     keys = torch.randn(e.depth, 1, 1, prefix, e.head_dim, device=dev, dtype=torch.bfloat16)
     values = torch.randn_like(keys)
     x_t = torch.randn(1, chunk, model.sizes.max_action_dim, device=dev)
     mods = model.time_modulations(torch.tensor([0.7], device=dev))
-    n_valid = torch.tensor([prefix], device=dev)
+    return keys, values, x_t, mods, torch.tensor([prefix], device=dev)
+
+
+def step_times(model: Pi05Model, chunk: int, prefix: int) -> dict:
+    """us per velocity call (one denoise step, all 18 layers) replayed from a CUDA graph: Triton with and without
+    programmatic dependent launch, and the torch.compile'd torch step."""
+    keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
+    persistent = TritonExpert(model, schedule="persistent")
     fns = {
-        "triton_pdl": TritonExpert(model, pdl=True).velocity,
-        "triton_no_pdl": TritonExpert(model, pdl=False).velocity,
+        "persistent": persistent.velocity,
+        "kernels_pdl": TritonExpert(model, pdl=True, schedule="kernels").velocity,
+        "kernels_no_pdl": TritonExpert(model, pdl=False, schedule="kernels").velocity,
         "torch_compiled": torch.compile(model.velocity, dynamic=False),
     }
     out = {"chunk": chunk, "prefix": prefix}
     with torch.inference_mode():
-        ref = fns["triton_no_pdl"](keys, values, None, n_valid, x_t, mods)
+        ref = fns["kernels_no_pdl"](keys, values, None, n_valid, x_t, mods)
         for name, fn in fns.items():
             out[name + "_us"] = round(graph_time_us(lambda i, fn=fn: fn(keys, values, None, n_valid, x_t, mods), 4), 1)
             got = fn(keys, values, None, n_valid, x_t, mods)
-            out[name + "_max_abs_vs_no_pdl"] = float((got - ref).abs().max())
+            out[name + "_max_abs_vs_kernels_no_pdl"] = float((got - ref).abs().max())
+    out["persistent_barrier_timed_out"] = persistent.barrier_timed_out()
     print(json.dumps(out), flush=True)
     with torch.inference_mode():  # kernel durations of one step, launched eagerly (no overlap), in launch order
-        fn = TritonExpert(model, pdl=False).velocity
+        fn = TritonExpert(model, pdl=False, schedule="kernels").velocity
         fn(keys, values, None, n_valid, x_t, mods)
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -235,6 +251,50 @@ def step_times(model: Pi05Model, chunk: int, prefix: int) -> dict:
     return out
 
 
+def persistent_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
+    """us per step of the persistent schedule, changing one setting at a time from the defaults (tiles, stages, L2
+    prefetch, barrier fences), each checked against the default's output; then ablations that skip phases' work
+    (wrong outputs, timings only): barriers alone, GEMM phases alone, everything but the GEMMs."""
+    keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
+    base = default_step_configs(chunk)
+    trials: list[tuple[str, dict, AttnConfig | None, StepLaunch]] = [("default", base, None, StepLaunch())]
+    for name, option in (  # the runners-up of earlier sweeps
+        ("qkv", GemmConfig(block_n=16, block_k=256)),
+        ("o", GemmConfig(block_n=32, block_k=128, split_k=4)),
+        ("down", GemmConfig(block_n=64, block_k=128, split_k=8)),
+    ):
+        label = f"{name}={option.block_n}x{option.block_k}/{option.split_k}"
+        trials.append((label, {**base, name: option}, None, StepLaunch()))
+    for label, launch in (
+        ("sector_prefetch", StepLaunch(prefetch=True)),
+        ("bulk_prefetch", StepLaunch(prefetch=True, bulk_prefetch=True)),
+        ("fences", StepLaunch(fences=True)),
+        ("stages=4/2", StepLaunch(gemm_stages=4)),
+        ("stages=3/1", StepLaunch(attn_stages=1)),
+    ):
+        trials.append((label, base, None, launch))
+    trials.append(("attn_rows=32", base, AttnConfig(block_r=32), StepLaunch()))
+    # ablations (wrong results, timing only): which phases cost what
+    for label, mask in (("barriers_only", 0), ("gemms_only", 0b01101001), ("no_gemms", 0b10010110)):
+        trials.append((label, base, None, StepLaunch(work_mask=mask)))
+    rows, ref = [], None
+    with torch.inference_mode():
+        for label, cfg, acfg, launch in trials:
+            try:
+                te = TritonExpert(model, configs=cfg, attn_config=acfg, schedule="persistent", step_launch=launch)
+                got = te.velocity(keys, values, None, n_valid, x_t, mods)
+                ref = got if ref is None else ref
+                us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
+                diff = float((got - ref).abs().max())
+                row = {"chunk": chunk, "trial": label, "us": round(us, 1), "max_abs_vs_default": diff,
+                       "timed_out": te.barrier_timed_out()}  # fmt: skip
+            except Exception as exc:  # a configuration that does not tile or does not fit: say why, go on
+                row = {"chunk": chunk, "trial": label, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
@@ -243,6 +303,7 @@ def main() -> None:
     ap.add_argument("--step-only", action="store_true", help="accuracy and whole-step timings only")
     ap.add_argument("--no-attention", action="store_true", help="skip the attention sweep")
     ap.add_argument("--no-step", action="store_true", help="skip the whole-step timings")
+    ap.add_argument("--persistent-sweep", action="store_true", help="sweep the persistent step's settings")
     ap.add_argument("--gemms", nargs="+", default=["qkv", "o", "gate_up", "down"])
     for key in GRID:  # override the sweep grid, e.g. --num_warps 2 4 8
         ap.add_argument(f"--{key}", type=int, nargs="+", default=None)
@@ -252,7 +313,7 @@ def main() -> None:
     model = build_model(full_size(), torch.device("cuda"), torch.bfloat16)
     randomize(model)
     model.prepare_inference()
-    te = TritonExpert(model)
+    te = TritonExpert(model, schedule="kernels")  # the per-GEMM and attention sweeps time its kernels
     model32 = build_model(full_size(), torch.device("cuda"), torch.float32)  # the same weights, in fp32
     model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     model32.prepare_inference()
@@ -261,13 +322,17 @@ def main() -> None:
 
     report["triton"] = triton.__version__
     report["accuracy"] = []
-    for chunk, prefix, n_valid in ((10, 560, 560), (10, 576, 560), (50, 560, 560)):
-        report["accuracy"].append(accuracy(model, model32, te, chunk, prefix, n_valid))
-        print(json.dumps(report["accuracy"][-1]), flush=True)
+    for schedule in ("persistent", "kernels"):
+        expert = TritonExpert(model, schedule=schedule)
+        for chunk, prefix, n_valid in ((10, 560, 560), (10, 576, 560), (50, 560, 560)):
+            report["accuracy"].append(accuracy(model, model32, expert, chunk, prefix, n_valid))
+            print(json.dumps(report["accuracy"][-1]), flush=True)
     del model32
     torch.cuda.empty_cache()
     if not args.no_step:
         report["step"] = [step_times(model, chunk, 560) for chunk in args.chunks]
+    if args.persistent_sweep:
+        report["persistent_sweep"] = [r for chunk in args.chunks for r in persistent_sweep(model, chunk, 560)]
     if args.step_only:
         if args.out is not None:
             args.out.write_text(json.dumps(report, indent=2))

@@ -81,17 +81,21 @@ def _small_tiles(tx):
     }
 
 
+@pytest.mark.parametrize("schedule", ["kernels", "phased"])
 @pytest.mark.parametrize("pad_multiple", [1, 32])
-def test_velocity_matches_torch_with_key_splits(tx, engine, pad_multiple):
+def test_velocity_matches_torch_with_key_splits(tx, engine, pad_multiple, schedule):
     """Chunk 10, keys split over many programs (as on a 132-SM GPU), K split in the partial GEMMs; with and without
-    prompt padding (padding must be masked by ``n_valid`` alone)."""
+    prompt padding (padding must be masked by ``n_valid`` alone). ``phased`` runs the persistent step kernel's code
+    (every phase, work items strided over 3 programs) one phase per launch: the grid barrier is the only part of the
+    persistent launch not run here."""
     cache = _cache(engine, pad_multiple)
     assert (cache.key_mask is not None) == (pad_multiple > 1)
     expert = tx.TritonExpert(
         engine.model,
         configs=_small_tiles(tx),
-        sm_count=132,
+        sm_count=132 if schedule == "kernels" else 3,
         attn_config=tx.AttnConfig(block_r=16, block_kv=32, max_split=16, combine_rows=16, combine_dims=16),
+        schedule=schedule,
     )
     x_t = torch.randn(1, 10, engine.model.sizes.max_action_dim, generator=torch.Generator().manual_seed(pad_multiple))
     mods = engine.modulations()[4]
@@ -101,14 +105,15 @@ def test_velocity_matches_torch_with_key_splits(tx, engine, pad_multiple):
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=TOL, rtol=0)
 
 
-def test_denoise_with_triton_step_matches_lerobot(tx, engine):
+@pytest.mark.parametrize("schedule", ["kernels", "phased"])
+def test_denoise_with_triton_step_matches_lerobot(tx, engine, schedule):
     """The whole 10-step denoise with the Triton step as ``velocity_fn`` reproduces LeRobot's actions (chunk 50: the
     64-row tile; one key split, default tiles)."""
     z = np.load(FIX / "case_nostate.npz")
     images = {"agentview": z["images_uint8"][0], "wrist": z["images_uint8"][1]}
     cache = engine.encode_prefix({"images": images, "instruction": str(z["prompt_raw"])})
     attn = tx.AttnConfig(block_r=64, block_kv=128, combine_rows=64, combine_dims=16)  # few programs: fast interpreter
-    expert = tx.TritonExpert(engine.model, attn_config=attn)
+    expert = tx.TritonExpert(engine.model, attn_config=attn, schedule=schedule)
     assert expert.sm_count == 1 and not expert.pdl  # CPU: fewest programs, no programmatic dependent launch
     actions = engine.model.denoise(
         cache, torch.from_numpy(z["noise"]), 10, modulations=engine.modulations(), velocity_fn=expert.velocity
@@ -124,6 +129,11 @@ def test_unsupported_models_are_named(tx, engine):
         tx.TritonExpert(unfused)
     with pytest.raises(ValueError, match="batch 1"):
         tx.TritonExpert(engine.model).velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="schedule 'fused' not supported: kernels, persistent, phased"):
+        tx.TritonExpert(engine.model, schedule="fused")
+    with pytest.raises(ValueError, match=r"schedule 'persistent' needs CUDA \(device is cpu\)"):
+        tx.TritonExpert(engine.model, schedule="persistent")
+    assert tx.TritonExpert(engine.model).schedule == "kernels"
 
 
 def test_engine_kernel_choice_on_cpu():
@@ -133,3 +143,20 @@ def test_engine_kernel_choice_on_cpu():
         tiny_engine(kernels="triton")
     with pytest.raises(ValueError, match="kernels 'cuda' not supported: auto, torch or triton"):
         tiny_engine(kernels="cuda")
+
+
+def test_stacked_weights_are_the_models_own(tx, engine):
+    """The step kernel reads every layer's weights from four stacked tensors; the model's parameters become views of
+    them (nothing held twice), with unchanged values, and a second expert on the same model reuses the stacks."""
+    model = engine.model
+    layers = model.expert.layers
+    before = [la.mlp.up_proj.weight.clone() for la in layers]
+    w_qkv, w_o, w_gate_up, w_down = tx.TritonExpert(model, schedule="phased").stacks
+    assert w_qkv.shape[0] == w_o.shape[0] == w_gate_up.shape[0] == w_down.shape[0] == len(layers)
+    for i, la in enumerate(layers):
+        assert la.self_attn.fused[0].data_ptr() == w_qkv[i].data_ptr() == la.self_attn.q_proj.weight.data_ptr()
+        assert la.self_attn.o_proj.weight.data_ptr() == w_o[i].data_ptr()
+        assert la.mlp.down_proj.weight.data_ptr() == w_down[i].data_ptr()
+        assert la.mlp.up_proj.weight.data_ptr() == w_gate_up[i, la.mlp.gate_proj.weight.shape[0] :].data_ptr()
+        assert torch.equal(la.mlp.up_proj.weight, before[i])
+    assert tx.TritonExpert(model, schedule="phased").stacks[0] is w_qkv

@@ -14,6 +14,13 @@ single-CTA attention, and each norm, RoPE and gate was its own kernel. Here:
   buffer, splits the keys over programs (``_attn_combine_kernel`` merges the splits) and masks prefix padding by
   ``n_valid``, so a padded prefix costs nothing extra.
 
+Those kernels, chained by programmatic dependent launch, are the default schedule (``schedule="kernels"``). The
+alternative ``"persistent"`` runs a whole step as one launch of ``_step_kernel`` (one program per SM, the same tiles
+as device functions, a grid barrier between the 8 phases of each layer). On an H100 it is slower (677 vs 652 us a
+step at chunk 10, 955 vs 728 at chunk 50: docs/benchmarks.md): its 143 barriers cost ~1.1 us each, and pulling later
+phases' weights into L2 ahead of time made the GEMM phases slower, not faster. It stays selectable for such
+experiments; ``"phased"`` runs the same code one phase per launch, so the CPU tests check it.
+
 Numerics follow ``Pi05Model.velocity``: every value the reference rounds to the model dtype (GEMM outputs, RoPE
 terms, gated residuals, gelu) is rounded at the same point here; sums and norms accumulate in fp32. The kernels take
 their element type from the tensors, so the CPU test suite checks them in fp32 under Triton's interpreter
@@ -32,10 +39,17 @@ import triton.language as tl
 from policies.pi05.model import Pi05Model, rope_cos_sin
 
 MODE_PARTIAL, MODE_GELU, MODE_QKV = 0, 1, 2
+# how a denoise step is launched: "kernels" = one kernel per GEMM / attention / norm, chained by programmatic
+# dependent launch on Hopper (the default: fastest measured); "persistent" = one _step_kernel launch, grid barriers
+# between phases (CUDA only); "phased" = _step_kernel once per layer and phase (same code, launch order is the
+# barrier: runs anywhere, the interpreter included)
+SCHEDULES = ("kernels", "persistent", "phased")
 # the same values as compile-time constants that kernels may read
 _PARTIAL = tl.constexpr(MODE_PARTIAL)
 _GELU = tl.constexpr(MODE_GELU)
+MODE_QKV_C = tl.constexpr(MODE_QKV)
 NEG_BIG = tl.constexpr(-1.0e30)  # finite "minus infinity": a fully masked split gives exp(m - max) = 0, never NaN
+MAX_SPINS = tl.constexpr(1 << 17)  # >= ~0.1 s of polling, where a barrier takes microseconds: a program is missing
 
 
 @triton.jit
@@ -62,7 +76,33 @@ def _gelu_tanh(x):
 
 
 @triton.jit
-def _gemm_kernel(
+def _gemm_rows(pid_n, MODE: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Weight rows of column tile ``pid_n``: plain rows, or (``MODE != PARTIAL``) the first of each (j, j + HALF)
+    pair; the pair's second row is ``row + HALF``."""
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if MODE == _PARTIAL:
+        return rn
+    return (rn // HALF) * (2 * HALF) + rn % HALF
+
+
+@triton.jit
+def _gemm_prefetch(
+    w_ptr, pid_n, pid_k, K: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+):  # fmt: skip
+    """Pull the weight slice of tile (pid_n, pid_k) into L2 (weights never depend on the kernel before)."""
+    row_a = _gemm_rows(pid_n, MODE, HALF, BLOCK_N)
+    k_len = K // SPLIT_K
+    k0 = pid_k * k_len
+    sectors = tl.arange(0, BLOCK_K // 16) * 16  # one address per 32-byte sector
+    for kk in range(0, k_len, BLOCK_K):
+        _prefetch_l2(w_ptr + row_a[:, None] * K + (k0 + kk + sectors)[None, :])
+        if MODE != _PARTIAL:
+            _prefetch_l2(w_ptr + (row_a + HALF)[:, None] * K + (k0 + kk + sectors)[None, :])
+
+
+@triton.jit
+def _gemm_tile(
     x_ptr,  # (M, K) activations
     w_ptr,  # (N, K) weight, row-major (nn.Linear layout)
     out_ptr,  # PARTIAL: (SPLIT_K, M, N) fp32; GELU: (M, N_OUT) model dtype; QKV: unused
@@ -73,6 +113,8 @@ def _gemm_kernel(
     sin_ptr,
     pos0_ptr,  # QKV: (1,) int, position of the first action token (= valid prefix length)
     M,
+    pid_n,
+    pid_k,
     K: tl.constexpr,
     N_OUT: tl.constexpr,  # PARTIAL: N; GELU: number of (gate, up) column pairs
     MODE: tl.constexpr,
@@ -83,35 +125,22 @@ def _gemm_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    STAGES: tl.constexpr = None,  # software-pipelining depth of the K loop; None: the launch's num_stages
 ):
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
+    """One (BLOCK_N columns, one K split) tile of ``x @ w.T`` with the mode's epilogue."""
     rm = tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < M
-    if MODE == _PARTIAL:
-        row_a = rn
-    else:
-        row_a = (rn // HALF) * (2 * HALF) + rn % HALF
-    row_b = row_a + HALF
+    row_a = _gemm_rows(pid_n, MODE, HALF, BLOCK_N)
     k_len = K // SPLIT_K
     k0 = pid_k * k_len
-    if USE_PDL:
-        # weights never depend on the kernel before: stream this program's slice into L2 while that one finishes
-        sectors = tl.arange(0, BLOCK_K // 16) * 16  # one address per 32-byte sector
-        for kk in range(0, k_len, BLOCK_K):
-            _prefetch_l2(w_ptr + row_a[:, None] * K + (k0 + kk + sectors)[None, :])
-            if MODE != _PARTIAL:
-                _prefetch_l2(w_ptr + row_b[:, None] * K + (k0 + kk + sectors)[None, :])
-        _pdl_enter()
     x_ptrs = x_ptr + rm[:, None] * K + (k0 + rk)[None, :]
     wa_ptrs = w_ptr + row_a[:, None] * K + (k0 + rk)[None, :]
-    wb_ptrs = w_ptr + row_b[:, None] * K + (k0 + rk)[None, :]
+    wb_ptrs = w_ptr + (row_a + HALF)[:, None] * K + (k0 + rk)[None, :]
     acc_a = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_b = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for _ in range(0, k_len, BLOCK_K):
+    for _ in tl.range(0, k_len, BLOCK_K, num_stages=STAGES):
         x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
         acc_a = tl.dot(x, tl.trans(tl.load(wa_ptrs)), acc_a)
         if MODE != _PARTIAL:
@@ -155,6 +184,55 @@ def _gemm_kernel(
 
 
 @triton.jit
+def _gemm_kernel(
+    x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M,
+    K: tl.constexpr, N_OUT: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr, NH: tl.constexpr,
+    HD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    USE_PDL: tl.constexpr,
+):  # fmt: skip
+    """One GEMM (``_gemm_tile``) per launch; arguments as there."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    if USE_PDL:
+        # weights never depend on the kernel before: stream this program's slice into L2 while that one finishes
+        _gemm_prefetch(w_ptr, pid_n, pid_k, K, MODE, HALF, BLOCK_N, BLOCK_K, SPLIT_K)
+        _pdl_enter()
+    _gemm_tile(
+        x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M, pid_n, pid_k,
+        K, N_OUT, MODE, HALF, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K,
+    )  # fmt: skip
+
+
+@triton.jit
+def _ada_row(x_ptr, part_ptr, h_ptr, row, M, D, eps, scale, shift, gate, S: tl.constexpr, HAS_RES: tl.constexpr,
+             BLOCK_D: tl.constexpr):  # fmt: skip
+    """Row ``row``: x += gate * sum of the S partials (when HAS_RES), then h = adaRMS(x) with (scale, shift)."""
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    dt = h_ptr.dtype.element_ty
+    x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for s in tl.static_range(S):  # unrolled: all partial loads in flight at once
+            acc += tl.load(part_ptr + (s * M + row) * D + offs, mask=mask, other=0.0)
+        gated = (acc.to(dt).to(tl.float32) * gate).to(dt).to(tl.float32)
+        x = (x + gated).to(dt).to(tl.float32)
+        tl.store(x_ptr + row * D + offs, x.to(dt), mask=mask)
+    inv_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / D + eps)
+    tl.store(h_ptr + row * D + offs, (x * inv_rms * (1.0 + scale) + shift).to(dt), mask=mask)
+
+
+@triton.jit
+def _load_mods(mod_ptr, gate_ptr, D, BLOCK_D: tl.constexpr):
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    scale = tl.load(mod_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.load(mod_ptr + D + offs, mask=mask, other=0.0).to(tl.float32)
+    gate = tl.load(gate_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return scale, shift, gate
+
+
+@triton.jit
 def _ada_kernel(
     x_ptr,  # (M, D) residual stream, updated in place when HAS_RES
     part_ptr,  # (S, M, D) fp32 partial sums of the sublayer output
@@ -169,30 +247,27 @@ def _ada_kernel(
     BLOCK_D: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_D)
-    mask = offs < D
-    dt = h_ptr.dtype.element_ty
     # modulations are fixed for the whole denoise call: read them before waiting for the kernel before
-    scale = tl.load(mod_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    shift = tl.load(mod_ptr + D + offs, mask=mask, other=0.0).to(tl.float32)
-    gate = tl.load(gate_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    scale, shift, gate = _load_mods(mod_ptr, gate_ptr, D, BLOCK_D)
     if USE_PDL:
         _pdl_enter()
-    x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_RES:
-        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for s in tl.static_range(S):  # unrolled: all partial loads in flight at once
-            acc += tl.load(part_ptr + (s * M + row) * D + offs, mask=mask, other=0.0)
-        gated = (acc.to(dt).to(tl.float32) * gate).to(dt).to(tl.float32)
-        x = (x + gated).to(dt).to(tl.float32)
-        tl.store(x_ptr + row * D + offs, x.to(dt), mask=mask)
-    inv_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / D + eps)
-    tl.store(h_ptr + row * D + offs, (x * inv_rms * (1.0 + scale) + shift).to(dt), mask=mask)
+    _ada_row(x_ptr, part_ptr, h_ptr, tl.program_id(0), M, D, eps, scale, shift, gate, S, HAS_RES, BLOCK_D)
 
 
 @triton.jit
-def _attn_kernel(
+def _attn_prefetch(kp_ptr, vp_ptr, P, pid_s, CHUNK: tl.constexpr, HD: tl.constexpr, BLOCK_KV: tl.constexpr):
+    """Pull split ``pid_s``'s prefix keys and values into L2 (fixed for the whole denoise call)."""
+    sectors = tl.arange(0, HD // 16) * 16
+    start = pid_s * CHUNK
+    for j0 in range(start, start + CHUNK, BLOCK_KV):
+        jj = j0 + tl.arange(0, BLOCK_KV)
+        in_p = (jj < P)[:, None]
+        _prefetch_l2(tl.where(in_p, kp_ptr + jj[:, None] * HD + sectors[None, :], kp_ptr))
+        _prefetch_l2(tl.where(in_p, vp_ptr + jj[:, None] * HD + sectors[None, :], vp_ptr))
+
+
+@triton.jit
+def _attn_tile(
     q_ptr,  # (R, HD) query rows, R = M * NH (row = token * NH + head)
     kp_ptr,  # (P, HD) prefix keys of this layer
     vp_ptr,
@@ -206,33 +281,25 @@ def _attn_kernel(
     P,
     M,
     scale,
+    pid_r,
+    pid_s,
     CHUNK: tl.constexpr,  # keys per split, a multiple of BLOCK_KV
     HD: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_KV: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    STAGES: tl.constexpr = None,  # software-pipelining depth of the key loop; None: the launch's num_stages
 ):
-    pid_r = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    """Query rows block ``pid_r`` against key split ``pid_s`` (prefix keys, then the chunk's own keys)."""
     rr = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     r_ok = rr < R
     dd = tl.arange(0, HD)
     start = pid_s * CHUNK
-    if USE_PDL:
-        # the prefix K/V is fixed for the whole denoise call: pull this split's keys and values into L2 first
-        sectors = tl.arange(0, HD // 16) * 16
-        for j0 in range(start, start + CHUNK, BLOCK_KV):
-            jj = j0 + tl.arange(0, BLOCK_KV)
-            in_p = (jj < P)[:, None]
-            _prefetch_l2(tl.where(in_p, kp_ptr + jj[:, None] * HD + sectors[None, :], kp_ptr))
-            _prefetch_l2(tl.where(in_p, vp_ptr + jj[:, None] * HD + sectors[None, :], vp_ptr))
-        _pdl_enter()
     q = tl.load(q_ptr + rr[:, None] * HD + dd[None, :], mask=r_ok[:, None], other=0.0)
     n_valid = tl.load(n_valid_ptr)
     m_i = tl.full([BLOCK_R], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc = tl.zeros([BLOCK_R, HD], dtype=tl.float32)
-    for j0 in range(start, start + CHUNK, BLOCK_KV):
+    for j0 in tl.range(start, start + CHUNK, BLOCK_KV, num_stages=STAGES):
         j = j0 + tl.arange(0, BLOCK_KV)
         in_prefix = (j < P) & (j < n_valid)
         in_chunk = (j >= P) & (j < P + M)
@@ -255,23 +322,28 @@ def _attn_kernel(
 
 
 @triton.jit
-def _attn_combine_kernel(
-    acc_ptr,
-    m_ptr,
-    l_ptr,
-    out_ptr,
-    R,
-    N_SPLIT: tl.constexpr,
-    HD: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    USE_PDL: tl.constexpr,
-):
+def _attn_kernel(
+    q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
+    CHUNK: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_KV: tl.constexpr, USE_PDL: tl.constexpr,
+):  # fmt: skip
+    """Split-key attention (``_attn_tile``), grid (row blocks, key splits); arguments as there."""
+    pid_s = tl.program_id(1)
     if USE_PDL:
+        _attn_prefetch(kp_ptr, vp_ptr, P, pid_s, CHUNK, HD, BLOCK_KV)
         _pdl_enter()
-    rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    _attn_tile(
+        q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
+        tl.program_id(0), pid_s, CHUNK, HD, BLOCK_R, BLOCK_KV,
+    )  # fmt: skip
+
+
+@triton.jit
+def _combine_tile(acc_ptr, m_ptr, l_ptr, out_ptr, R, pid_r, pid_d, N_SPLIT: tl.constexpr, HD: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """Merge the key splits of query rows block ``pid_r``, dims block ``pid_d``, into the attention output."""
+    rr = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     r_ok = rr < R
-    dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_max = tl.full([BLOCK_R], NEG_BIG, dtype=tl.float32)
     for s in tl.static_range(N_SPLIT):
         m_max = tl.maximum(m_max, tl.load(m_ptr + s * R + rr, mask=r_ok, other=NEG_BIG))
@@ -284,6 +356,204 @@ def _attn_combine_kernel(
         num += w[:, None] * acc
     out = num / tl.where(r_ok, den, 1.0)[:, None]
     tl.store(out_ptr + rr[:, None] * HD + dd[None, :], out.to(out_ptr.dtype.element_ty), mask=r_ok[:, None])
+
+
+@triton.jit
+def _attn_combine_kernel(
+    acc_ptr, m_ptr, l_ptr, out_ptr, R, N_SPLIT: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr, USE_PDL: tl.constexpr,
+):  # fmt: skip
+    if USE_PDL:
+        _pdl_enter()
+    _combine_tile(acc_ptr, m_ptr, l_ptr, out_ptr, R, tl.program_id(0), tl.program_id(1), N_SPLIT, HD, BLOCK_R,
+                  BLOCK_D)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- persistent step
+@triton.jit
+def _fence_gpu(anchor):
+    """``fence.acq_rel.gpu`` in every thread: orders this thread's global writes before, and its reads after, the
+    grid barrier (and drops stale L1 lines). ``anchor`` is any scalar; it only gives the asm an operand."""
+    tl.inline_asm_elementwise("fence.acq_rel.gpu; // $0 $1", "=r,r", [anchor], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _grid_sync(sync_ptr, target, anchor, FENCES: tl.constexpr):
+    """Grid-wide barrier of a persistent launch: every program adds 1 to ``sync_ptr[0]`` and waits until it reaches
+    ``target`` (programs x barriers passed so far). Gives up after MAX_SPINS polls and raises ``sync_ptr[2]`` so a
+    launch whose programs cannot all be resident fails loudly instead of hanging."""
+    if FENCES:
+        _fence_gpu(anchor)
+    tl.debug_barrier()
+    tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (seen < target) & (spins < MAX_SPINS):
+        seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+        spins += 1
+    if spins >= MAX_SPINS:
+        tl.atomic_xchg(sync_ptr + 2, 1)
+    tl.debug_barrier()
+    if FENCES:
+        _fence_gpu(anchor)
+
+
+@triton.jit
+def _prefetch_l2_bulk(ptrs, nbytes):
+    """Ask the copy engine (Hopper TMA) to pull ``nbytes`` from each of ``ptrs`` into L2: one instruction per span."""
+    tl.inline_asm_elementwise(
+        "cp.async.bulk.prefetch.L2.global [$1], $2; // dummy $0", "=r,l,r", [ptrs, nbytes], dtype=tl.int32,
+        is_pure=False, pack=1,
+    )  # fmt: skip
+
+
+@triton.jit
+def _prefetch_span(ptr, numel, pid, G, BLOCK: tl.constexpr, BULK: tl.constexpr):
+    """Program ``pid`` of ``G`` pulls its share of the contiguous ``numel`` elements (2-byte) at ``ptr`` into L2:
+    one bulk prefetch per 8 KB piece (``BULK``), else one per 32-byte sector."""
+    per = tl.cdiv(tl.cdiv(numel, G), 16) * 16  # whole sectors, so every piece starts 32-byte aligned
+    start = pid * per
+    end = tl.minimum(start + per, numel)
+    if BULK:
+        PIECE: tl.constexpr = 4096
+        for off in range(start, end, BLOCK * PIECE):
+            o = off + tl.arange(0, BLOCK) * PIECE
+            n = tl.minimum(end - o, PIECE)
+            _prefetch_l2_bulk(tl.where(n > 0, ptr + o, ptr), tl.where(n > 0, n * 2, 16))
+    else:
+        for off in range(start, end, BLOCK * 16):
+            o = off + tl.arange(0, BLOCK) * 16
+            _prefetch_l2(tl.where(o < end, ptr + o, ptr))
+
+
+@triton.jit
+def _step_kernel(
+    x_ptr,  # (M, D) residual stream
+    h_ptr,  # (M, D) normalized input of the next sublayer; on entry: of layer LAYER_LO's attention
+    q_ptr, ks_ptr, vs_ptr,  # (M, NH * HD), (M, HD), (M, HD)
+    acc_ptr, m_ptr, l_ptr,  # attention splits: (N_SPLIT, R, HD), (N_SPLIT, R), (N_SPLIT, R) fp32
+    attn_ptr,  # (M, NH * HD)
+    part_o_ptr,  # (SK_O, M, D) fp32
+    act_ptr,  # (M, F)
+    part_d_ptr,  # (SK_D, M, D) fp32
+    w_qkv_ptr, w_o_ptr, w_gu_ptr, w_d_ptr,  # every layer's weights stacked: (L, N, K)
+    keys_ptr, values_ptr,  # (L, P, HD) prefix K/V
+    mod_ptr,  # (2 L + 1, 3 D) modulations [scale, shift, gate] of every norm
+    cos_ptr, sin_ptr, n_valid_ptr,
+    sync_ptr,  # (4,) int32 barrier state, zero between launches
+    M, P, scale, eps,
+    LAYER_LO, LAYER_HI,
+    PHASE_LO: tl.constexpr, PHASE_HI: tl.constexpr,
+    GRID_SYNC: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, NH: tl.constexpr, HD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    QKV_N: tl.constexpr, QKV_K: tl.constexpr,
+    O_N: tl.constexpr, O_K: tl.constexpr, O_S: tl.constexpr,
+    GU_N: tl.constexpr, GU_K: tl.constexpr,
+    D_N: tl.constexpr, D_K: tl.constexpr, D_S: tl.constexpr,
+    CHUNK: tl.constexpr, N_SPLIT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_KV: tl.constexpr,
+    C_ROWS: tl.constexpr,
+    GEMM_STAGES: tl.constexpr,
+    ATTN_STAGES: tl.constexpr,
+    FENCES: tl.constexpr,
+    BULK: tl.constexpr,
+    WORK_MASK: tl.constexpr,
+):  # fmt: skip
+    """Layers [LAYER_LO, LAYER_HI) of a denoise step, each as eight phases: q/k/v + RoPE, attention splits, their
+    merge, o-proj, residual + adaRMS, gate/up + gelu, down-proj, residual + adaRMS. Program ``pid`` of ``G`` takes
+    items pid, pid + G, ... of each phase.
+
+    ``GRID_SYNC``: one launch of one program per SM runs all phases of all layers, a grid barrier between phases;
+    with ``PREFETCH``, right after its own work each program pulls into L2 its share of the weights of a later
+    phase (measured slower on an H100, so off by default). Without ``GRID_SYNC`` (the interpreter, which runs
+    programs one after another), one launch runs one phase and launch order is the barrier."""
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    R = M * NH
+    W = NH * HD
+    QKV_ROWS: tl.constexpr = (NH + 2) * HD
+    n_qkv: tl.constexpr = QKV_ROWS // 2 // QKV_N
+    n_attn = tl.cdiv(R, BLOCK_R) * N_SPLIT
+    n_comb = tl.cdiv(R, C_ROWS)
+    n_o: tl.constexpr = D // O_N * O_S
+    n_gu: tl.constexpr = F // GU_N
+    n_d: tl.constexpr = D // D_N * D_S
+    PF_BLOCK: tl.constexpr = 32 if BULK else 64  # prefetch addresses per instruction batch
+    if PREFETCH:
+        _prefetch_span(w_qkv_ptr + LAYER_LO * QKV_ROWS * D, QKV_ROWS * D, pid, G, PF_BLOCK, BULK)
+        _prefetch_span(keys_ptr + LAYER_LO * P * HD, P * HD, pid, G, PF_BLOCK, BULK)
+        _prefetch_span(values_ptr + LAYER_LO * P * HD, P * HD, pid, G, PF_BLOCK, BULK)
+        _prefetch_span(w_o_ptr + LAYER_LO * D * W, D * W, pid, G, PF_BLOCK, BULK)
+    for layer in range(LAYER_LO, LAYER_HI):
+        w_qkv = w_qkv_ptr + layer * QKV_ROWS * D
+        w_o = w_o_ptr + layer * D * W
+        w_gu = w_gu_ptr + layer * 2 * F * D
+        w_d = w_d_ptr + layer * D * F
+        kp = keys_ptr + layer * P * HD
+        vp = values_ptr + layer * P * HD
+        for phase in tl.static_range(PHASE_LO, PHASE_HI):
+            if ((WORK_MASK >> phase) & 1) == 0:
+                pass  # timing ablation only (StepLaunch.work_mask): this phase's work is skipped
+            elif phase == 0:
+                for t in range(pid, n_qkv, G):
+                    _gemm_tile(h_ptr, w_qkv, x_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M, t, 0,
+                               D, QKV_ROWS // 2, MODE_QKV_C, HD // 2, NH, HD, BLOCK_M, QKV_N, QKV_K, 1,
+                               GEMM_STAGES)  # fmt: skip
+                if PREFETCH:
+                    _prefetch_span(w_gu, 2 * F * D, pid, G, PF_BLOCK, BULK)
+            elif phase == 1:
+                for t in range(pid, n_attn, G):
+                    _attn_tile(q_ptr, kp, vp, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
+                               t // N_SPLIT, t % N_SPLIT, CHUNK, HD, BLOCK_R, BLOCK_KV, ATTN_STAGES)  # fmt: skip
+            elif phase == 2:
+                for t in range(pid, n_comb, G):
+                    _combine_tile(acc_ptr, m_ptr, l_ptr, attn_ptr, R, t, 0, N_SPLIT, HD, C_ROWS, HD)
+            elif phase == 3:
+                for t in range(pid, n_o, G):
+                    _gemm_tile(attn_ptr, w_o, part_o_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M,
+                               t // O_S, t % O_S, W, D, _PARTIAL, 1, NH, HD, BLOCK_M, O_N, O_K, O_S,
+                               GEMM_STAGES)  # fmt: skip
+                if PREFETCH:
+                    _prefetch_span(w_d, D * F, pid, G, PF_BLOCK, BULK)
+            elif phase == 4:
+                gate_ptr = mod_ptr + (2 * layer) * 3 * D + 2 * D
+                for t in range(pid, M, G):
+                    sc, sh, gt = _load_mods(mod_ptr + (2 * layer + 1) * 3 * D, gate_ptr, D, BLOCK_D)
+                    _ada_row(x_ptr, part_o_ptr, h_ptr, t, M, D, eps, sc, sh, gt, O_S, True, BLOCK_D)
+            elif phase == 5:
+                for t in range(pid, n_gu, G):
+                    _gemm_tile(h_ptr, w_gu, act_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M, t, 0,
+                               D, F, _GELU, F, NH, HD, BLOCK_M, GU_N, GU_K, 1, GEMM_STAGES)  # fmt: skip
+                if PREFETCH:
+                    if layer + 1 < LAYER_HI:
+                        _prefetch_span(w_qkv + QKV_ROWS * D, QKV_ROWS * D, pid, G, PF_BLOCK, BULK)
+                        _prefetch_span(kp + P * HD, P * HD, pid, G, PF_BLOCK, BULK)
+                        _prefetch_span(vp + P * HD, P * HD, pid, G, PF_BLOCK, BULK)
+            elif phase == 6:
+                for t in range(pid, n_d, G):
+                    _gemm_tile(act_ptr, w_d, part_d_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M,
+                               t // D_S, t % D_S, F, D, _PARTIAL, 1, NH, HD, BLOCK_M, D_N, D_K, D_S,
+                               GEMM_STAGES)  # fmt: skip
+                if PREFETCH:
+                    if layer + 1 < LAYER_HI:
+                        _prefetch_span(w_o + D * W, D * W, pid, G, PF_BLOCK, BULK)
+            else:
+                gate_ptr = mod_ptr + (2 * layer + 1) * 3 * D + 2 * D
+                for t in range(pid, M, G):
+                    sc, sh, gt = _load_mods(mod_ptr + (2 * layer + 2) * 3 * D, gate_ptr, D, BLOCK_D)
+                    _ada_row(x_ptr, part_d_ptr, h_ptr, t, M, D, eps, sc, sh, gt, D_S, True, BLOCK_D)
+            if GRID_SYNC:
+                n_sync = (layer - LAYER_LO) * (PHASE_HI - PHASE_LO) + (phase - PHASE_LO) + 1
+                if phase < PHASE_HI - 1:
+                    _grid_sync(sync_ptr, n_sync * G, pid, FENCES)
+                elif layer + 1 < LAYER_HI:
+                    _grid_sync(sync_ptr, n_sync * G, pid, FENCES)
+    if GRID_SYNC:
+        # the last program out resets the barrier for the next launch: every other one has left its last barrier
+        if tl.atomic_add(sync_ptr + 1, 1, sem="acq_rel", scope="gpu") == G - 1:
+            tl.atomic_xchg(sync_ptr, 0)
+            tl.atomic_xchg(sync_ptr + 1, 0)
 
 
 # ------------------------------------------------------------------------------------------------------------ host
@@ -330,6 +600,36 @@ def default_configs(rows: int) -> dict[str, GemmConfig]:
     }
 
 
+def default_step_configs(rows: int) -> dict[str, GemmConfig]:
+    """Tiles of the persistent step (``_step_kernel``; its warps and stages are kernel-wide, see ``StepLaunch``): about
+    one item per SM in each phase, weights being read from L2 where the phase before pulled them."""
+    del rows  # the same tiles serve chunk 10 and 50 (measured: docs/benchmarks.md)
+    return {
+        "qkv": GemmConfig(block_n=16, block_k=128),
+        "o": GemmConfig(block_n=64, block_k=128, split_k=8),
+        "gate_up": GemmConfig(block_n=32, block_k=128),
+        "down": GemmConfig(block_n=32, block_k=128, split_k=4),
+    }
+
+
+@dataclass(frozen=True)
+class StepLaunch:
+    """Kernel-wide launch parameters of the persistent step."""
+
+    num_warps: int = 4
+    # software-pipelining depth of the GEMM K loops and of the attention key loop; set per loop because the
+    # shared memory of every phase's buffers must fit one program
+    gemm_stages: int = 3
+    attn_stages: int = 2
+    prefetch: bool = False  # pull weights into L2 ahead of their phase (persistent schedule; slower when measured)
+    # every thread fences before and after a grid barrier; False leaves ordering to the barrier's release/acquire
+    # atomics after a CTA barrier (the cooperative-groups pattern)
+    fences: bool = False
+    bulk_prefetch: bool = False  # prefetch with the copy engine in 8 KB pieces instead of one sector per address
+    # bit i set: phase i does its work. Anything but 0xFF computes wrong results: for timing ablations only
+    work_mask: int = 0xFF
+
+
 def default_attn_config(rows: int) -> AttnConfig:
     """The fastest of ``scripts/bench_expert_kernels.py``'s attention grid on an H100: as many key splits as there are
     64-key blocks, 16 query rows per program for chunk 10 and 32 for chunk 50."""
@@ -351,6 +651,51 @@ def unsupported_reason(model: Pi05Model) -> str | None:
     return None
 
 
+def _tiles(cfg: GemmConfig, mode: int, n_cols: int, k: int, half: int) -> tuple[int, int, int]:
+    """(block_n, block_k, split_k) for a GEMM of ``n_cols`` output columns (column pairs unless PARTIAL) over ``k``:
+    the configured tile, shrunk to small GEMMs; split-K only for PARTIAL and halved until it divides ``k``."""
+    block_n = min(cfg.block_n, max(16, n_cols))
+    block_k = min(cfg.block_k, k)
+    split_k = cfg.split_k if mode == MODE_PARTIAL else 1
+    while split_k > 1 and k % (split_k * block_k):
+        split_k //= 2
+    if n_cols % block_n or k % (split_k * block_k) or (mode != MODE_PARTIAL and half % block_n and block_n % half):
+        raise ValueError(f"GEMM of {n_cols} columns over K={k} does not tile by {block_n}x{block_k} (split {split_k})")
+    return block_n, block_k, split_k
+
+
+def _stack_expert_weights(model: Pi05Model) -> tuple[torch.Tensor, ...]:
+    """Every expert layer's fused q/k/v, o, fused gate/up and down weights as four (layers, N, K) tensors, which the
+    persistent kernel indexes by layer. The model's own parameters become views of them, so nothing is held twice."""
+    layers = model.expert.layers
+    cached = getattr(model, "_expert_weight_stacks", None)
+    current = [(la.self_attn.fused[0], la.self_attn.o_proj.weight, la.mlp.fused[0], la.mlp.down_proj.weight)
+               for la in layers]  # fmt: skip
+    if cached is not None and all(
+        w.data_ptr() == stack[i].data_ptr() for i, ws in enumerate(current) for w, stack in zip(ws, cached, strict=True)
+    ):
+        return cached
+    groups = (
+        [(la.self_attn.fused[0], [la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj]) for la in layers],
+        [(la.self_attn.o_proj.weight, []) for la in layers],
+        [(la.mlp.fused[0], [la.mlp.gate_proj, la.mlp.up_proj]) for la in layers],
+        [(la.mlp.down_proj.weight, []) for la in layers],
+    )
+    stacks = []
+    for group in groups:
+        stacked = torch.stack([w for w, _ in group]).contiguous()
+        for i, (w, parts) in enumerate(group):
+            w.data = stacked[i]
+            offset = 0
+            for lin in parts:
+                n = lin.weight.shape[0]
+                lin.weight.data = stacked[i, offset : offset + n]
+                offset += n
+        stacks.append(stacked)
+    model._expert_weight_stacks = tuple(stacks)  # a second TritonExpert on this model reuses them
+    return model._expert_weight_stacks
+
+
 class TritonExpert:
     """``velocity(keys, values, key_mask, n_valid, x_t, mods)`` with ``Pi05Model.velocity``'s signature and result,
     for batch 1. Valid prefix slots must come first (as ``PrefixCache`` guarantees): the key mask is implied by
@@ -364,6 +709,8 @@ class TritonExpert:
         sm_count: int | None = None,
         pdl: bool | None = None,
         attn_config: AttnConfig | None = None,
+        schedule: str | None = None,
+        step_launch: StepLaunch | None = None,
     ):
         reason = unsupported_reason(model)
         if reason is not None:
@@ -394,6 +741,19 @@ class TritonExpert:
         self.max_positions = max_positions
         self.configs = configs
         self.attn_config = attn_config
+        schedule = schedule or "kernels"
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule {schedule!r} not supported: {', '.join(SCHEDULES)}")
+        if schedule == "persistent" and device.type != "cuda":
+            raise ValueError(f"schedule 'persistent' needs CUDA (device is {device.type}): its grid barrier needs "
+                             "every program resident at once; 'phased' runs the same kernel anywhere")  # fmt: skip
+        self.schedule = schedule
+        self.persistent = schedule == "persistent"
+        self.step_launch = step_launch or StepLaunch()
+        if schedule != "kernels":
+            self.stacks = _stack_expert_weights(model)
+            # barrier state of the persistent launch: [arrivals, programs done, barrier timed out, unused]
+            self.sync = torch.zeros(4, device=device, dtype=torch.int32)
         self._stacked: dict[tuple[int, ...], tuple[list[torch.Tensor], torch.Tensor]] = {}
 
     def _mods(self, mods: list[torch.Tensor]) -> torch.Tensor:
@@ -411,13 +771,7 @@ class TritonExpert:
         n_w, k = w.shape
         half = {MODE_PARTIAL: 1, MODE_GELU: n_w // 2, MODE_QKV: self.head_dim // 2}[mode]
         n_cols = n_w if mode == MODE_PARTIAL else n_w // 2
-        block_n = min(cfg.block_n, max(16, n_cols))
-        block_k = min(cfg.block_k, k)
-        split_k = cfg.split_k if mode == MODE_PARTIAL else 1
-        while split_k > 1 and k % (split_k * block_k):
-            split_k //= 2
-        if n_cols % block_n or k % (split_k * block_k) or (mode != MODE_PARTIAL and half % block_n and block_n % half):
-            raise ValueError(f"GEMM {tuple(w.shape)} does not tile by {block_n}x{block_k} (split {split_k})")
+        block_n, block_k, split_k = _tiles(cfg, mode, n_cols, k, half)
         if mode == MODE_PARTIAL:
             out = torch.empty(split_k, rows, n_w, device=x.device, dtype=torch.float32)
         q, ks, vs = qkv if qkv is not None else (x, x, x)
@@ -462,6 +816,64 @@ class TritonExpert:
             num_warps=4, **self._pdl,
         )  # fmt: skip
 
+    def barrier_timed_out(self) -> bool:
+        """True when a persistent launch's grid barrier gave up waiting (its outputs are then wrong): the GPU ran
+        fewer programs at once than the launch has, e.g. because another kernel held SMs. Synchronizes."""
+        return self.persistent and bool(self.sync[2].item())
+
+    def _step(self, x, h, keys, values, n_valid, mod, rows):
+        """All layers through ``_step_kernel``: one persistent launch on a GPU, one launch per phase otherwise."""
+        d, hd, nh, dev, dtype = self.width, self.head_dim, self.heads, x.device, x.dtype
+        cfg = self.configs or default_step_configs(rows)
+        acfg = self.attn_config or default_attn_config(rows)
+        p = keys.shape[3]
+        r = rows * nh
+        block_kv = acfg.block_kv
+        kv_blocks = triton.cdiv(p + rows, block_kv)
+        chunk = triton.cdiv(kv_blocks, min(kv_blocks, acfg.max_split if self.sm_count > 1 else 1)) * block_kv
+        n_split = triton.cdiv(p + rows, chunk)
+        tiles = {
+            "qkv": _tiles(cfg["qkv"], MODE_QKV, (nh + 2) * hd // 2, d, hd // 2),
+            "o": _tiles(cfg["o"], MODE_PARTIAL, d, nh * hd, 1),
+            "gate_up": _tiles(cfg["gate_up"], MODE_GELU, self.mlp_dim, d, self.mlp_dim),
+            "down": _tiles(cfg["down"], MODE_PARTIAL, d, self.mlp_dim, 1),
+        }
+        q = torch.empty(rows, nh * hd, device=dev, dtype=dtype)
+        ks = torch.empty(rows, hd, device=dev, dtype=dtype)
+        vs = torch.empty_like(ks)
+        acc = torch.empty(n_split, r, hd, device=dev, dtype=torch.float32)
+        m = torch.empty(n_split, r, device=dev, dtype=torch.float32)
+        l_sum = torch.empty(n_split, r, device=dev, dtype=torch.float32)
+        attn_out = torch.empty_like(q)
+        part_o = torch.empty(tiles["o"][2], rows, d, device=dev, dtype=torch.float32)
+        act = torch.empty(rows, self.mlp_dim, device=dev, dtype=dtype)
+        part_d = torch.empty(tiles["down"][2], rows, d, device=dev, dtype=torch.float32)
+        w_qkv, w_o, w_gu, w_d = self.stacks
+        consts = dict(
+            D=d, F=self.mlp_dim, NH=nh, HD=hd, BLOCK_M=_pow2_at_least(rows), BLOCK_D=triton.next_power_of_2(d),
+            QKV_N=tiles["qkv"][0], QKV_K=tiles["qkv"][1],
+            O_N=tiles["o"][0], O_K=tiles["o"][1], O_S=tiles["o"][2],
+            GU_N=tiles["gate_up"][0], GU_K=tiles["gate_up"][1],
+            D_N=tiles["down"][0], D_K=tiles["down"][1], D_S=tiles["down"][2],
+            CHUNK=chunk, N_SPLIT=n_split, BLOCK_R=acfg.block_r, BLOCK_KV=block_kv, C_ROWS=acfg.combine_rows,
+            GEMM_STAGES=self.step_launch.gemm_stages, ATTN_STAGES=self.step_launch.attn_stages,
+            FENCES=self.step_launch.fences, BULK=self.step_launch.bulk_prefetch, WORK_MASK=self.step_launch.work_mask,
+            num_warps=self.step_launch.num_warps,
+        )  # fmt: skip
+        args = (x, h, q, ks, vs, acc, m, l_sum, attn_out, part_o, act, part_d, w_qkv, w_o, w_gu, w_d, keys, values,
+                mod, self.cos, self.sin, n_valid, self.sync, rows, p, hd**-0.5, self.eps)  # fmt: skip
+        n_layers = len(self.weights)
+        if self.persistent:
+            _step_kernel[(self.sm_count,)](
+                *args, 0, n_layers, PHASE_LO=0, PHASE_HI=8, GRID_SYNC=True, PREFETCH=self.step_launch.prefetch, **consts
+            )
+            return
+        for i in range(n_layers):
+            for phase in range(8):
+                _step_kernel[(self.sm_count,)](
+                    *args, i, i + 1, PHASE_LO=phase, PHASE_HI=phase + 1, GRID_SYNC=False, PREFETCH=False, **consts
+                )
+
     def velocity(self, keys, values, key_mask, n_valid, x_t, mods) -> torch.Tensor:
         del key_mask  # implied by n_valid (valid prefix slots first)
         b, rows, _ = x_t.shape
@@ -487,6 +899,9 @@ class TritonExpert:
         attn_out = torch.empty_like(q)
         act = torch.empty(rows, self.mlp_dim, device=dev, dtype=dtype)
         self._ada(x, h, mod[0])
+        if self.schedule != "kernels":
+            self._step(x, h, keys, values, n_valid, mod, rows)
+            return model.action_out_proj(h.view(1, rows, d)).float()
         for i, (w_qkv, w_o, w_gate_up, w_down) in enumerate(self.weights):
             self._gemm(h, w_qkv, cfg["qkv"], MODE_QKV, rows, qkv=(q, ks, vs), cos_pos=(self.cos, self.sin, n_valid))
             self._attention(q.view(rows * nh, hd), keys[i, 0, 0], values[i, 0, 0], ks, vs, n_valid, attn_out)
