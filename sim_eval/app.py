@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing as mp
-import queue
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
 from sim_eval.rollout import run_episode
 from sim_eval.video import EpisodeVideo
+from sim_eval.workers import run_in_workers
 
 log = logging.getLogger("sim_eval")
 
@@ -140,76 +139,20 @@ class EpisodeRunner:
         self.envs.close()
 
 
-def _worker_main(run: RunConfig, policy_cfg: dict, run_dir: str, todo: mp.Queue, results: mp.Queue, worker: int):
-    """A spawned worker: its own policy and simulator; pulls episodes until the sentinel, reports start and record."""
-    try:
-        runner = EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir))
-    except Exception:  # the policy cannot be built here: no episode can run, so the parent stops the evaluation
-        results.put(("fatal", worker, traceback.format_exc()))
-        return
-    try:
-        while (item := todo.get()) is not None:
-            results.put(("start", worker, item))
-            results.put(("record", worker, runner(*item)))
-    finally:
-        runner.close()
-        results.put(("done", worker, None))
+def _episode_runner(run: RunConfig, policy_cfg: dict, run_dir: str) -> EpisodeRunner:
+    """What a spawned worker runs: its own policy (built from the config) and simulator."""
+    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir))
 
 
 def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]]) -> Iterator[dict]:
-    """Yield records from ``eval.num_workers`` spawned processes. A worker that dies mid-episode (segfault, OOM kill)
-    yields an error record for its episode in flight and is replaced, so no planned episode is silently lost; a
-    worker that cannot build its policy stops the evaluation."""
-    ctx = mp.get_context("spawn")  # forked children of a process that rendered hang in EGL
-    work, results = ctx.Queue(), ctx.Queue()
-    for item in todo:
-        work.put(item)
+    """Records from ``eval.num_workers`` spawned processes (``sim_eval.workers``); a worker that dies mid-episode
+    becomes a ``WorkerDied`` error record for that episode."""
+
+    def died(item: tuple[int, int], message: str) -> dict:
+        return crash_record(run, *item, {"type": "WorkerDied", "message": message, "traceback": ""})
+
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    n_workers = min(run.eval.num_workers, len(todo))
-    for _ in range(n_workers):
-        work.put(None)
-    procs: dict[int, mp.Process] = {}
-    in_flight: dict[int, tuple[int, int] | None] = {}
-
-    def start(worker: int) -> None:
-        args = (run, policy_cfg, str(run_dir), work, results, worker)
-        proc = ctx.Process(target=_worker_main, args=args, daemon=True)
-        proc.start()
-        procs[worker], in_flight[worker] = proc, None
-
-    for worker in range(n_workers):
-        start(worker)
-    next_id, done = n_workers, set()
-    try:
-        while len(done) < len(procs):
-            try:
-                kind, worker, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                # Only an empty queue proves a dead worker said nothing more: its last messages precede its exit.
-                for worker, proc in list(procs.items()):
-                    if worker not in done and proc.exitcode is not None:
-                        done.add(worker)
-                        if in_flight[worker] is not None:
-                            message = f"worker process exited with code {proc.exitcode} during this episode"
-                            error = {"type": "WorkerDied", "message": message, "traceback": ""}
-                            yield crash_record(run, *in_flight[worker], error)
-                        start(next_id)  # the dead worker never took its sentinel: the replacement will
-                        next_id += 1
-                continue
-            if kind == "fatal":
-                raise RuntimeError(f"worker {worker} could not build the policy:\n{payload}")
-            if kind == "start":
-                in_flight[worker] = tuple(payload)
-            elif kind == "record":
-                in_flight[worker] = None
-                yield payload
-            elif kind == "done":
-                done.add(worker)
-    finally:
-        for proc in procs.values():  # all done after a normal run; after a fatal error, stop the rest now
-            if len(done) < len(procs):
-                proc.terminate()
-            proc.join(timeout=30)
+    return run_in_workers(_episode_runner, (run, policy_cfg, str(run_dir)), todo, run.eval.num_workers, died)
 
 
 def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, policy=None) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Runs episodes exactly as the evaluator does (same Hydra config, same env, ``run_episode``), and for every successful
 one writes a demo file (``sim_eval.demos``) with both camera views at ``record.image_size`` pixels, the 8-D states, the
 executed 7-D actions and the episode's identity. Failed and crashed episodes are counted in the manifest, not
-recorded. Work is spread over ``record.num_workers`` spawned processes (forked children of a process that rendered
-hang in EGL), each owning one simulator and one policy.
+recorded. Work is spread over ``record.num_workers`` spawned processes (``sim_eval.workers``), each owning one
+simulator and one policy; a worker that dies mid-episode leaves an error outcome for it and is replaced.
 
 Recorder options (everything else is the main app's config: ``suite=``, ``policy=``, ``eval.tasks=``,
 ``eval.episodes_per_task=``, ``protocol.*``):
@@ -19,7 +19,6 @@ Rerunning into the same ``out`` skips episodes already attempted (their outcomes
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from typing import Any
 from sim_eval.app import build_policy, env_kwargs, plan_episodes
 from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
 from sim_eval.envs.libero_env import EnvPerTask
+from sim_eval.workers import run_in_workers
 
 OUTCOMES = "outcomes.jsonl"
 
@@ -127,22 +127,21 @@ class _Worker:
         self.envs.close()
 
 
-_WORKER: _Worker | None = None
-_WORKER_FAILURE: str | None = None
+def _worker_died(job: EpisodeJob):
+    def died(item: tuple[int, int], message: str) -> dict[str, Any]:
+        task_id, episode_index = item
+        return {
+            "task_id": task_id,
+            "init_state_index": episode_index,
+            "file": None,
+            "key": f"{job.suite}/{task_id}/{episode_index}",
+            "success": None,
+            "steps": 0,
+            "error": f"WorkerDied: {message}",
+            "traceback": "",
+        }
 
-
-def _init_worker(job: EpisodeJob) -> None:
-    global _WORKER, _WORKER_FAILURE  # one per spawned process: the pool calls back into this module
-    try:
-        _WORKER = _Worker(job)
-    except Exception:  # raised here, a pool initializer error would make the pool respawn workers forever
-        _WORKER_FAILURE = traceback.format_exc()
-
-
-def _run_in_worker(item: tuple[int, int]) -> dict[str, Any]:
-    if _WORKER is None:
-        raise RuntimeError(f"recorder worker could not build the policy:\n{_WORKER_FAILURE}")
-    return _WORKER(*item)
+    return died
 
 
 def record_demos(
@@ -169,12 +168,10 @@ def record_demos(
             finally:
                 worker.close()
         else:
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(min(num_workers, len(todo)), initializer=_init_worker, initargs=(job,)) as pool:
-                for outcome in pool.imap_unordered(_run_in_worker, todo):
-                    log.append(outcome)
-                    if progress:
-                        progress(outcome)
+            for outcome in run_in_workers(_Worker, (job,), todo, num_workers, _worker_died(job)):
+                log.append(outcome)
+                if progress:
+                    progress(outcome)
     return write_manifest(job, episodes)
 
 

@@ -3,7 +3,9 @@ replayed open-loop from the same init state reproduce LIBERO's success."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,10 +162,26 @@ def test_bad_recorder_input_fails_with_one_line_before_any_simulator(argv, messa
 
 
 def test_unbuildable_policy_in_a_worker_fails_instead_of_hanging(tmp_path):
-    import dataclasses
-
     from sim_eval.record import record_demos
 
     job = dataclasses.replace(_job(tmp_path), policy={**SCRIPTED, "speed": 5.0})  # outside ScriptedExpert's range
     with pytest.raises(RuntimeError, match="could not build the policy"):
         record_demos(job, [(0, 0), (0, 1)], num_workers=1)
+
+
+@pytest.mark.sim
+def test_dead_worker_leaves_an_error_outcome_and_a_replacement_finishes(tmp_path, monkeypatch):
+    """A recorder worker that dies mid-episode (os._exit, as a segfault would) must not hang the recorder or lose
+    the episode: it is an error outcome (retried by a rerun), and a replacement worker records the rest."""
+    from sim_eval.record import record_demos
+
+    monkeypatch.setenv("SIM_EVAL_TEST_EXIT_EPISODE", "1")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # spawned workers import tests.*
+    job = dataclasses.replace(
+        _job(tmp_path, max_steps=20), policy={"_target_": "tests.exiting_policy.ExitingPolicy"}, policy_name="exiting"
+    )
+    manifest = record_demos(job, [(0, 0), (0, 1), (0, 2)], num_workers=1)
+    assert manifest["episodes_run"] == 3 and manifest["failures"] == 2 and manifest["successes"] == 0
+    [error] = manifest["errors"]
+    assert error["key"] == "libero_object/0/1" and "exited with code 3" in error["error"]
+    assert error["error"].startswith("WorkerDied")
