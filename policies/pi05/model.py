@@ -97,6 +97,13 @@ def fuse_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
     linear's parameters at its slice of it: one GEMM instead of several, no extra memory, state_dict unchanged."""
     weight = torch.cat([lin.weight.detach() for lin in linears])
     bias = torch.cat([lin.bias.detach() for lin in linears]) if linears[0].bias is not None else None
+    point_linears_at((weight, bias), linears)
+    return weight, bias
+
+
+def point_linears_at(fused: tuple[Tensor, Tensor | None], linears: list[nn.Linear]) -> None:
+    """Make each linear's parameters its consecutive row slice of ``fused`` = (weight, bias or None)."""
+    weight, bias = fused
     offset = 0
     for lin in linears:
         n = lin.weight.shape[0]
@@ -104,7 +111,6 @@ def fuse_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
         if bias is not None:
             lin.bias = nn.Parameter(bias[offset : offset + n], requires_grad=False)
         offset += n
-    return weight, bias
 
 
 def project(x: Tensor, fused: tuple[Tensor, Tensor | None] | None, linears: list[nn.Linear]) -> list[Tensor]:

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from policies.pi05.model import Pi05Model, rope_cos_sin
+from policies.pi05.model import Pi05Model, point_linears_at, rope_cos_sin
 
 MODE_PARTIAL, MODE_GELU, MODE_QKV = 0, 1, 2
 # how a denoise step is launched: "kernels" = one kernel per GEMM / attention / norm, chained by programmatic
@@ -664,35 +664,33 @@ def _tiles(cfg: GemmConfig, mode: int, n_cols: int, k: int, half: int) -> tuple[
     return block_n, block_k, split_k
 
 
+def _expert_weights(model: Pi05Model) -> list[tuple[torch.Tensor, ...]]:
+    """Per expert layer: the fused q/k/v, o, fused gate/up and down weights, as the kernels read them."""
+    return [
+        (layer.self_attn.fused[0], layer.self_attn.o_proj.weight, layer.mlp.fused[0], layer.mlp.down_proj.weight)
+        for layer in model.expert.layers
+    ]
+
+
 def _stack_expert_weights(model: Pi05Model) -> tuple[torch.Tensor, ...]:
     """Every expert layer's fused q/k/v, o, fused gate/up and down weights as four (layers, N, K) tensors, which the
     persistent kernel indexes by layer. The model's own parameters become views of them, so nothing is held twice."""
-    layers = model.expert.layers
+    weights = _expert_weights(model)
     cached = getattr(model, "_expert_weight_stacks", None)
-    current = [(la.self_attn.fused[0], la.self_attn.o_proj.weight, la.mlp.fused[0], la.mlp.down_proj.weight)
-               for la in layers]  # fmt: skip
     if cached is not None and all(
-        w.data_ptr() == stack[i].data_ptr() for i, ws in enumerate(current) for w, stack in zip(ws, cached, strict=True)
+        w.data_ptr() == stack[i].data_ptr() for i, ws in enumerate(weights) for w, stack in zip(ws, cached, strict=True)
     ):
         return cached
-    groups = (
-        [(la.self_attn.fused[0], [la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj]) for la in layers],
-        [(la.self_attn.o_proj.weight, []) for la in layers],
-        [(la.mlp.fused[0], [la.mlp.gate_proj, la.mlp.up_proj]) for la in layers],
-        [(la.mlp.down_proj.weight, []) for la in layers],
-    )
-    stacks = []
-    for group in groups:
-        stacked = torch.stack([w for w, _ in group]).contiguous()
-        for i, (w, parts) in enumerate(group):
-            w.data = stacked[i]
-            offset = 0
-            for lin in parts:
-                n = lin.weight.shape[0]
-                lin.weight.data = stacked[i, offset : offset + n]
-                offset += n
-        stacks.append(stacked)
-    model._expert_weight_stacks = tuple(stacks)  # a second TritonExpert on this model reuses them
+    qkv, o, gate_up, down = (torch.stack(ws).contiguous() for ws in zip(*weights, strict=True))
+    for i, layer in enumerate(model.expert.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        attn.fused = (qkv[i], attn.fused[1])
+        point_linears_at(attn.fused, [attn.q_proj, attn.k_proj, attn.v_proj])
+        point_linears_at((o[i], None), [attn.o_proj])
+        mlp.fused = (gate_up[i], mlp.fused[1])
+        point_linears_at(mlp.fused, [mlp.gate_proj, mlp.up_proj])
+        point_linears_at((down[i], None), [mlp.down_proj])
+    model._expert_weight_stacks = (qkv, o, gate_up, down)  # a second TritonExpert on this model reuses them
     return model._expert_weight_stacks
 
 
@@ -719,10 +717,6 @@ class TritonExpert:
         e = model.sizes.expert
         self.width, self.heads, self.head_dim, self.mlp_dim = e.width, e.num_heads, e.head_dim, e.mlp_dim
         self.eps = float(model.sizes.rms_norm_eps)
-        self.weights = [
-            (layer.self_attn.fused[0], layer.self_attn.o_proj.weight, layer.mlp.fused[0], layer.mlp.down_proj.weight)
-            for layer in model.expert.layers
-        ]
         device = model.action_in_proj.weight.device
         if sm_count is None:  # the interpreter (CPU) runs programs one after another: fewest programs is fastest
             sm_count = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
@@ -748,12 +742,12 @@ class TritonExpert:
             raise ValueError(f"schedule 'persistent' needs CUDA (device is {device.type}): its grid barrier needs "
                              "every program resident at once; 'phased' runs the same kernel anywhere")  # fmt: skip
         self.schedule = schedule
-        self.persistent = schedule == "persistent"
         self.step_launch = step_launch or StepLaunch()
         if schedule != "kernels":
             self.stacks = _stack_expert_weights(model)
             # barrier state of the persistent launch: [arrivals, programs done, barrier timed out, unused]
             self.sync = torch.zeros(4, device=device, dtype=torch.int32)
+        self.weights = _expert_weights(model)  # after stacking: views of the stacks, nothing held twice
         self._stacked: dict[tuple[int, ...], tuple[list[torch.Tensor], torch.Tensor]] = {}
 
     def _mods(self, mods: list[torch.Tensor]) -> torch.Tensor:
@@ -793,18 +787,27 @@ class TritonExpert:
             HAS_RES=part is not None, BLOCK_D=triton.next_power_of_2(d), num_warps=4, **self._pdl,
         )  # fmt: skip
 
+    def _key_splits(self, keys: int, r: int, cfg: AttnConfig, dev) -> tuple[int, int, tuple[torch.Tensor, ...]]:
+        """Keys per split (whole ``cfg.block_kv`` blocks, at most ``cfg.max_split`` splits; one split where programs
+        run one after another), the number of splits, and their fp32 (outputs, running max, denominators) for ``r``
+        query rows."""
+        kv_blocks = triton.cdiv(keys, cfg.block_kv)
+        chunk = triton.cdiv(kv_blocks, min(kv_blocks, cfg.max_split if self.sm_count > 1 else 1)) * cfg.block_kv
+        n_split = triton.cdiv(keys, chunk)
+        buffers = (
+            torch.empty(n_split, r, self.head_dim, device=dev, dtype=torch.float32),
+            torch.empty(n_split, r, device=dev, dtype=torch.float32),
+            torch.empty(n_split, r, device=dev, dtype=torch.float32),
+        )
+        return chunk, n_split, buffers
+
     def _attention(self, q, kp, vp, ks, vs, n_valid, out, cfg: AttnConfig | None = None):
         cfg = cfg or self.attn_config or default_attn_config(ks.shape[0])
         r, hd = q.shape[0], self.head_dim
         p, rows = kp.shape[0], ks.shape[0]
         block_r, block_kv = cfg.block_r, cfg.block_kv
         row_blocks = triton.cdiv(r, block_r)
-        kv_blocks = triton.cdiv(p + rows, block_kv)
-        chunk = triton.cdiv(kv_blocks, min(kv_blocks, cfg.max_split if self.sm_count > 1 else 1)) * block_kv
-        n_split = triton.cdiv(p + rows, chunk)
-        acc = torch.empty(n_split, r, hd, device=q.device, dtype=torch.float32)
-        m = torch.empty(n_split, r, device=q.device, dtype=torch.float32)
-        l_sum = torch.empty(n_split, r, device=q.device, dtype=torch.float32)
+        chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, r, cfg, q.device)
         _attn_kernel[(row_blocks, n_split)](
             q, kp, vp, ks, vs, n_valid, acc, m, l_sum, r, p, rows, hd**-0.5,
             CHUNK=chunk, HD=hd, BLOCK_R=block_r, BLOCK_KV=block_kv,
@@ -819,34 +822,23 @@ class TritonExpert:
     def barrier_timed_out(self) -> bool:
         """True when a persistent launch's grid barrier gave up waiting (its outputs are then wrong): the GPU ran
         fewer programs at once than the launch has, e.g. because another kernel held SMs. Synchronizes."""
-        return self.persistent and bool(self.sync[2].item())
+        return self.schedule == "persistent" and bool(self.sync[2].item())
 
-    def _step(self, x, h, keys, values, n_valid, mod, rows):
-        """All layers through ``_step_kernel``: one persistent launch on a GPU, one launch per phase otherwise."""
-        d, hd, nh, dev, dtype = self.width, self.head_dim, self.heads, x.device, x.dtype
+    def _step(self, x, h, q, ks, vs, attn_out, act, keys, values, n_valid, mod):
+        """All layers through ``_step_kernel``: one persistent launch, or one launch per phase (``phased``)."""
+        rows, d = x.shape
+        hd, nh, dev = self.head_dim, self.heads, x.device
         cfg = self.configs or default_step_configs(rows)
         acfg = self.attn_config or default_attn_config(rows)
         p = keys.shape[3]
-        r = rows * nh
-        block_kv = acfg.block_kv
-        kv_blocks = triton.cdiv(p + rows, block_kv)
-        chunk = triton.cdiv(kv_blocks, min(kv_blocks, acfg.max_split if self.sm_count > 1 else 1)) * block_kv
-        n_split = triton.cdiv(p + rows, chunk)
+        chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, rows * nh, acfg, dev)
         tiles = {
             "qkv": _tiles(cfg["qkv"], MODE_QKV, (nh + 2) * hd // 2, d, hd // 2),
             "o": _tiles(cfg["o"], MODE_PARTIAL, d, nh * hd, 1),
             "gate_up": _tiles(cfg["gate_up"], MODE_GELU, self.mlp_dim, d, self.mlp_dim),
             "down": _tiles(cfg["down"], MODE_PARTIAL, d, self.mlp_dim, 1),
         }
-        q = torch.empty(rows, nh * hd, device=dev, dtype=dtype)
-        ks = torch.empty(rows, hd, device=dev, dtype=dtype)
-        vs = torch.empty_like(ks)
-        acc = torch.empty(n_split, r, hd, device=dev, dtype=torch.float32)
-        m = torch.empty(n_split, r, device=dev, dtype=torch.float32)
-        l_sum = torch.empty(n_split, r, device=dev, dtype=torch.float32)
-        attn_out = torch.empty_like(q)
         part_o = torch.empty(tiles["o"][2], rows, d, device=dev, dtype=torch.float32)
-        act = torch.empty(rows, self.mlp_dim, device=dev, dtype=dtype)
         part_d = torch.empty(tiles["down"][2], rows, d, device=dev, dtype=torch.float32)
         w_qkv, w_o, w_gu, w_d = self.stacks
         consts = dict(
@@ -855,7 +847,7 @@ class TritonExpert:
             O_N=tiles["o"][0], O_K=tiles["o"][1], O_S=tiles["o"][2],
             GU_N=tiles["gate_up"][0], GU_K=tiles["gate_up"][1],
             D_N=tiles["down"][0], D_K=tiles["down"][1], D_S=tiles["down"][2],
-            CHUNK=chunk, N_SPLIT=n_split, BLOCK_R=acfg.block_r, BLOCK_KV=block_kv, C_ROWS=acfg.combine_rows,
+            CHUNK=chunk, N_SPLIT=n_split, BLOCK_R=acfg.block_r, BLOCK_KV=acfg.block_kv, C_ROWS=acfg.combine_rows,
             GEMM_STAGES=self.step_launch.gemm_stages, ATTN_STAGES=self.step_launch.attn_stages,
             FENCES=self.step_launch.fences, BULK=self.step_launch.bulk_prefetch, WORK_MASK=self.step_launch.work_mask,
             num_warps=self.step_launch.num_warps,
@@ -863,7 +855,7 @@ class TritonExpert:
         args = (x, h, q, ks, vs, acc, m, l_sum, attn_out, part_o, act, part_d, w_qkv, w_o, w_gu, w_d, keys, values,
                 mod, self.cos, self.sin, n_valid, self.sync, rows, p, hd**-0.5, self.eps)  # fmt: skip
         n_layers = len(self.weights)
-        if self.persistent:
+        if self.schedule == "persistent":
             _step_kernel[(self.sm_count,)](
                 *args, 0, n_layers, PHASE_LO=0, PHASE_HI=8, GRID_SYNC=True, PREFETCH=self.step_launch.prefetch, **consts
             )
@@ -900,7 +892,7 @@ class TritonExpert:
         act = torch.empty(rows, self.mlp_dim, device=dev, dtype=dtype)
         self._ada(x, h, mod[0])
         if self.schedule != "kernels":
-            self._step(x, h, keys, values, n_valid, mod, rows)
+            self._step(x, h, q, ks, vs, attn_out, act, keys, values, n_valid, mod)
             return model.action_out_proj(h.view(1, rows, d)).float()
         for i, (w_qkv, w_o, w_gate_up, w_down) in enumerate(self.weights):
             self._gemm(h, w_qkv, cfg["qkv"], MODE_QKV, rows, qkv=(q, ks, vs), cos_pos=(self.cos, self.sin, n_valid))
