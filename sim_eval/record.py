@@ -29,6 +29,7 @@ from typing import Any
 from sim_eval.app import build_policy, env_kwargs, plan_episodes
 from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
 from sim_eval.envs.libero_env import EnvPerTask
+from sim_eval.records import episode_key
 from sim_eval.workers import run_in_workers
 
 OUTCOMES = "outcomes.jsonl"
@@ -92,14 +93,7 @@ class _Worker:
                 observer=lambda obs, action, next_obs, info: writer.add(obs, action),
             )
         except Exception as err:  # a simulator that cannot start: this episode's error
-            return {
-                **outcome,
-                "key": f"{job.suite}/{task_id}/{episode_index}",
-                "success": None,
-                "steps": 0,
-                "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc(),
-            }
+            return _error_outcome(job, task_id, episode_index, f"{type(err).__name__}: {err}", traceback.format_exc())
         outcome.update(
             key=record["key"],
             success=record["success"],
@@ -127,21 +121,27 @@ class _Worker:
         self.envs.close()
 
 
-def _worker_died(job: EpisodeJob):
-    def died(item: tuple[int, int], message: str) -> dict[str, Any]:
-        task_id, episode_index = item
-        return {
-            "task_id": task_id,
-            "init_state_index": episode_index,
-            "file": None,
-            "key": f"{job.suite}/{task_id}/{episode_index}",
-            "success": None,
-            "steps": 0,
-            "error": f"WorkerDied: {message}",
-            "traceback": "",
-        }
+def _error_outcome(job: EpisodeJob, task_id: int, episode_index: int, error: str, trace: str) -> dict[str, Any]:
+    """The outcome of an episode that did not finish: no success value, no demo; a rerun retries it."""
+    return {
+        "task_id": task_id,
+        "init_state_index": episode_index,
+        "file": None,
+        "key": episode_key(job.suite, task_id, episode_index),
+        "success": None,
+        "steps": 0,
+        "error": error,
+        "traceback": trace,
+    }
 
-    return died
+
+def _in_process(job: EpisodeJob, policy, todo: list[tuple[int, int]]):
+    worker = _Worker(job, policy)
+    try:
+        for item in todo:
+            yield worker(*item)
+    finally:
+        worker.close()
 
 
 def record_demos(
@@ -156,22 +156,21 @@ def record_demos(
     out.mkdir(parents=True, exist_ok=True)
     done = {(r["task_id"], r["init_state_index"]) for r in read_records(out / OUTCOMES) if r.get("error") is None}
     todo = [item for item in episodes if tuple(item) not in done]
+    if not todo:
+        stream = iter(())
+    elif num_workers == 0:
+        stream = _in_process(job, policy, todo)
+    else:
+
+        def died(item: tuple[int, int], message: str) -> dict[str, Any]:
+            return _error_outcome(job, *item, f"WorkerDied: {message}", "")
+
+        stream = run_in_workers(_Worker, (job,), todo, num_workers, died)
     with EpisodeLog(out / OUTCOMES) as log:
-        if num_workers == 0 or not todo:
-            worker = _Worker(job, policy)
-            try:
-                for item in todo:
-                    outcome = worker(*item)
-                    log.append(outcome)
-                    if progress:
-                        progress(outcome)
-            finally:
-                worker.close()
-        else:
-            for outcome in run_in_workers(_Worker, (job,), todo, num_workers, _worker_died(job)):
-                log.append(outcome)
-                if progress:
-                    progress(outcome)
+        for outcome in stream:
+            log.append(outcome)
+            if progress:
+                progress(outcome)
     return write_manifest(job, episodes)
 
 
