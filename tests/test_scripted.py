@@ -182,16 +182,21 @@ def test_grasp_choice_follows_object_geometry():
     assert abs(abs(closing_axis(grasp.yaw)[0]) - 1.0) < 1e-6
 
 
-def test_second_object_on_a_region_goes_to_a_free_spot():
-    from policies.scripted import world
-
-    site = {
+def _cook_region(half_x: float, half_y: float) -> dict:
+    """A stove's flat cooking region at the origin, 0.9 m up, as ``envs/privileged.py`` describes sites."""
+    return {
         "pos": np.array([0.0, 0.0, 0.9]),
         "mat": np.eye(3),
-        "size": np.array([0.075, 0.075, 0.0025]),
+        "size": np.array([half_x, half_y, 0.0025]),
         "parent": "stove",
         "joints": [],
     }
+
+
+def test_second_object_on_a_region_goes_to_a_free_spot():
+    from policies.scripted import world
+
+    site = _cook_region(half_x=0.075, half_y=0.075)
     p = {
         "sites": {"cook_region": site},
         "objects": {
@@ -215,13 +220,7 @@ def test_objects_sharing_a_region_get_separate_spots():
     slots = shared_slots(goal)
     assert slots[("pot_1", "cook_region")] == (0, 2) and slots[("pot_2", "cook_region")] == (1, 2)
     assert slots[("cup", "plate")] == (0, 1)
-    site = {
-        "pos": np.array([0.0, 0.0, 0.9]),
-        "mat": np.eye(3),
-        "size": np.array([0.075, 0.05, 0.0025]),
-        "parent": "stove",
-        "joints": [],
-    }
+    site = _cook_region(half_x=0.075, half_y=0.05)
     p = {"sites": {"cook_region": site}, "objects": {}}
     a = world.destination(p, "on", "cook_region", "pot_1", slots[("pot_1", "cook_region")]).xy
     b = world.destination(p, "on", "cook_region", "pot_2", slots[("pot_2", "cook_region")]).xy

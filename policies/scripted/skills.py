@@ -155,10 +155,11 @@ def pick(ctx: Context, name: str) -> Skill:
 def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
     """Carry the held ``name`` over ``target`` (object or region) and release it there."""
     ctx.phase = f"place:{name}->{target}"
+    slot = ctx.slots.get((name, target), (0, 1))
 
     def eef_for(p, bottom_z: float) -> np.ndarray:
         # The object hangs from the hand at whatever offset the grasp gave; aim the object, not the hand.
-        dest = world.destination(p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
+        dest = world.destination(p, pred, target, name, slot)
         o, e = p["objects"][name], p["eef_pos"]
         return np.array(
             [dest.xy[0] - (o["pos"][0] - e[0]), dest.xy[1] - (o["pos"][1] - e[1]), bottom_z + (e[2] - o["aabb"][0, 2])]
@@ -170,13 +171,13 @@ def place(ctx: Context, name: str, pred: str, target: str) -> Skill:
         # The object still moves with the hand; if it slipped out, carrying on would only wave an empty gripper.
         return bool(np.linalg.norm(p["objects"][name]["pos"] - p["eef_pos"] - offset) < 0.04)
 
-    dest = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
+    dest = world.destination(ctx.p, pred, target, name, slot)
     release_bottom = dest.surface + (0.005 if dest.inside else 0.012)
     above = eef_for(ctx.p, release_bottom + 0.05)
     if not (yield from guarded(ctx, transit(ctx, above, CLOSED, exclude=[target], held=name), held)):
         return False
     # Line up precisely above the destination before going down (the On check wants the centres within 3 cm).
-    hover = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1)))
+    hover = world.destination(ctx.p, pred, target, name, slot)
     line_up = move(
         ctx, lambda p: eef_for(p, max(hover.surface, release_bottom) + 0.04), CLOSED, tol=0.008, max_steps=40, speed=0.6
     )
@@ -205,9 +206,10 @@ def push(ctx: Context, name: str, pred: str, target: str) -> Skill:
     the remaining gap, and the next stroke re-aims."""
     ctx.phase = f"push:{name}->{target}"
     ctx.orient = None
+    slot = ctx.slots.get((name, target), (0, 1))
     for _ in range(4):
         e = ctx.p["objects"][name]
-        dest = world.destination(ctx.p, pred, target, name, ctx.slots.get((name, target), (0, 1))).xy
+        dest = world.destination(ctx.p, pred, target, name, slot).xy
         gap = dest - e["pos"][:2]
         if np.linalg.norm(gap) < 0.012:
             return True
