@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -40,6 +41,7 @@ from policies.pi05.triton_expert import (  # noqa: E402
     GemmConfig,
     StepLaunch,
     TritonExpert,
+    default_configs,
     default_step_configs,
 )
 
@@ -295,6 +297,55 @@ def persistent_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
     return rows
 
 
+def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
+    """(label, GEMM configs, attention config) for ``kernels_sweep``: the defaults against the same schedule without
+    any preloading (the stop-8 defaults), and preloading one part at a time."""
+    base = default_configs(chunk)
+    no_pre = {name: dataclasses.replace(cfg, preload_k=0) for name, cfg in base.items()}
+    if chunk <= 16:
+        no_pre = {  # the stop-8 chunk-10 defaults
+            "qkv": GemmConfig(block_n=32, block_k=128, num_stages=4),
+            "o": GemmConfig(block_n=64, block_k=128, split_k=8, num_stages=4),
+            "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4),
+            "down": GemmConfig(block_n=32, block_k=128, split_k=8, num_warps=2, num_stages=4),
+        }
+        return [
+            ("defaults", base, None),
+            ("no_preload", no_pre, AttnConfig(block_r=16)),
+            ("preload_gemms_only", base, AttnConfig(block_r=16)),
+            ("preload_attention_only", no_pre, None),
+            ("defaults+gate_up_preload_512_8warps", {**base, "gate_up": dataclasses.replace(
+                base["gate_up"], num_warps=8, preload_k=512)}, None),
+        ]  # fmt: skip
+    return [
+        ("defaults", base, None),
+        ("preload_o_128", {**base, "o": dataclasses.replace(base["o"], preload_k=128)}, None),
+        ("preload_down_256", {**base, "down": dataclasses.replace(base["down"], preload_k=256)}, None),
+    ]
+
+
+def kernels_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
+    """us per step of the per-kernel schedule for each of ``kernel_trials``, each checked against the first trial's
+    output (max abs difference: a preloaded part of a GEMM's K is summed first, then the rest)."""
+    keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
+    rows, ref = [], None
+    with torch.inference_mode():
+        for label, cfg, acfg in kernel_trials(chunk):
+            try:
+                te = TritonExpert(model, configs=cfg, attn_config=acfg, schedule="kernels")
+                got = te.velocity(keys, values, None, n_valid, x_t, mods)
+                ref = got if ref is None else ref
+                us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
+                diff = float((got - ref).abs().max())
+                row = {"chunk": chunk, "trial": label, "us": round(us, 1), "max_abs_vs_first": diff,
+                       "finite": bool(got.isfinite().all())}  # fmt: skip
+            except Exception as exc:  # a configuration that does not compile or fit: say why, go on
+                row = {"chunk": chunk, "trial": label, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
@@ -304,6 +355,7 @@ def main() -> None:
     ap.add_argument("--no-attention", action="store_true", help="skip the attention sweep")
     ap.add_argument("--no-step", action="store_true", help="skip the whole-step timings")
     ap.add_argument("--persistent-sweep", action="store_true", help="sweep the persistent step's settings")
+    ap.add_argument("--kernels-sweep", action="store_true", help="preload / early-launch trials, per-kernel step")
     ap.add_argument("--gemms", nargs="+", default=["qkv", "o", "gate_up", "down"])
     for key in GRID:  # override the sweep grid, e.g. --num_warps 2 4 8
         ap.add_argument(f"--{key}", type=int, nargs="+", default=None)
@@ -331,6 +383,8 @@ def main() -> None:
     torch.cuda.empty_cache()
     if not args.no_step:
         report["step"] = [step_times(model, chunk, 560) for chunk in args.chunks]
+    if args.kernels_sweep:
+        report["kernels_sweep"] = [r for chunk in args.chunks for r in kernels_sweep(model, chunk, 560)]
     if args.persistent_sweep:
         report["persistent_sweep"] = [r for chunk in args.chunks for r in persistent_sweep(model, chunk, 560)]
     if args.step_only:

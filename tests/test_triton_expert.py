@@ -6,6 +6,7 @@ LeRobot (test_pi05_parity.py). bf16 numerics and speed on a GPU: scripts/bench_e
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -81,21 +82,38 @@ def _small_tiles(tx):
     }
 
 
-@pytest.mark.parametrize("schedule", ["kernels", "phased"])
+def _preloading_tiles(tx):
+    """``_small_tiles`` with part of each program's weight slice preloaded (q/k/v, o) or all of it (gate/up, down)."""
+    tiles = _small_tiles(tx)
+    return {
+        name: dataclasses.replace(cfg, preload_k=pre)
+        for (name, cfg), pre in zip(tiles.items(), (16, 16, 32, 16), strict=True)
+    }
+
+
+@pytest.mark.parametrize("schedule", ["kernels", "phased", "kernels-preload", "kernels-defaults"])
 @pytest.mark.parametrize("pad_multiple", [1, 32])
 def test_velocity_matches_torch_with_key_splits(tx, engine, pad_multiple, schedule):
     """Chunk 10, keys split over many programs (as on a 132-SM GPU), K split in the partial GEMMs; with and without
     prompt padding (padding must be masked by ``n_valid`` alone). ``phased`` runs the persistent step kernel's code
     (every phase, work items strided over 3 programs) one phase per launch: the grid barrier is the only part of the
-    persistent launch not run here."""
+    persistent launch not run here. ``kernels-preload``: the per-kernel schedule with weights and each split's first
+    prefix K/V block loaded ahead of the rest (what a GPU does before waiting for the kernel before);
+    ``kernels-defaults``: the chunk-10 defaults (preloading, sized for the full model)."""
     cache = _cache(engine, pad_multiple)
     assert (cache.key_mask is not None) == (pad_multiple > 1)
+    preload = schedule == "kernels-preload"
+    attn = tx.AttnConfig(block_r=16, block_kv=32, max_split=16, combine_rows=16, combine_dims=16, preload=preload)
+    configs = _preloading_tiles(tx) if preload else _small_tiles(tx)
+    if schedule == "kernels-defaults":
+        configs, attn = None, None
+        assert tx.default_attn_config(10).preload and tx.default_configs(10)["down"].preload_k > 0
     expert = tx.TritonExpert(
         engine.model,
-        configs=_small_tiles(tx),
-        sm_count=132 if schedule == "kernels" else 3,
-        attn_config=tx.AttnConfig(block_r=16, block_kv=32, max_split=16, combine_rows=16, combine_dims=16),
-        schedule=schedule,
+        configs=configs,
+        sm_count=3 if schedule == "phased" else 132,
+        attn_config=attn,
+        schedule=schedule.split("-")[0],
     )
     x_t = torch.randn(1, 10, engine.model.sizes.max_action_dim, generator=torch.Generator().manual_seed(pad_multiple))
     mods = engine.modulations()[4]
@@ -131,6 +149,8 @@ def test_unsupported_models_are_named(tx, engine):
         tx.TritonExpert(engine.model).velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
     with pytest.raises(ValueError, match="schedule 'fused' not supported: kernels, persistent, phased"):
         tx.TritonExpert(engine.model, schedule="fused")
+    with pytest.raises(ValueError, match="preload_k 24 must be 0 or a power of two >= 16"):
+        tx.GemmConfig(preload_k=24)
     with pytest.raises(ValueError, match=r"schedule 'persistent' needs CUDA \(device is cpu\)"):
         tx.TritonExpert(engine.model, schedule="persistent")
     assert tx.TritonExpert(engine.model).schedule == "kernels"

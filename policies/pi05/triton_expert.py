@@ -88,17 +88,31 @@ def _gemm_rows(pid_n, MODE: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.conste
 @triton.jit
 def _gemm_prefetch(
     w_ptr, pid_n, pid_k, K: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRE_K: tl.constexpr = 0,
 ):  # fmt: skip
-    """Pull the weight slice of tile (pid_n, pid_k) into L2 (weights never depend on the kernel before)."""
+    """Pull the weight slice of tile (pid_n, pid_k) into L2 (weights never depend on the kernel before), past its
+    first ``PRE_K`` columns (those are loaded into registers: ``_gemm_preload``)."""
     row_a = _gemm_rows(pid_n, MODE, HALF, BLOCK_N)
     k_len = K // SPLIT_K
     k0 = pid_k * k_len
     sectors = tl.arange(0, BLOCK_K // 16) * 16  # one address per 32-byte sector
-    for kk in range(0, k_len, BLOCK_K):
+    for kk in range(PRE_K, k_len, BLOCK_K):
         _prefetch_l2(w_ptr + row_a[:, None] * K + (k0 + kk + sectors)[None, :])
         if MODE != _PARTIAL:
             _prefetch_l2(w_ptr + (row_a + HALF)[:, None] * K + (k0 + kk + sectors)[None, :])
+
+
+@triton.jit
+def _gemm_preload(w_ptr, pid_n, pid_k, K: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr,
+                  BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, PRE_K: tl.constexpr):  # fmt: skip
+    """The first ``PRE_K`` columns of tile (pid_n, pid_k)'s weight rows (and of their pair rows), as registers:
+    loaded before the kernel waits for the one before, so they arrive while that one runs."""
+    row_a = _gemm_rows(pid_n, MODE, HALF, BLOCK_N)
+    cols = pid_k * (K // SPLIT_K) + tl.arange(0, PRE_K)
+    wa = tl.load(w_ptr + row_a[:, None] * K + cols[None, :])
+    if MODE == _PARTIAL:
+        return wa, wa
+    return wa, tl.load(w_ptr + (row_a + HALF)[:, None] * K + cols[None, :])
 
 
 @triton.jit
@@ -126,6 +140,9 @@ def _gemm_tile(
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     STAGES: tl.constexpr = None,  # software-pipelining depth of the K loop; None: the launch's num_stages
+    wa0=None,  # PRE_K > 0: ``_gemm_preload``'s first PRE_K weight columns of the tile (rows, pair rows)
+    wb0=None,
+    PRE_K: tl.constexpr = 0,
 ):
     """One (BLOCK_N columns, one K split) tile of ``x @ w.T`` with the mode's epilogue."""
     rm = tl.arange(0, BLOCK_M)
@@ -135,12 +152,17 @@ def _gemm_tile(
     row_a = _gemm_rows(pid_n, MODE, HALF, BLOCK_N)
     k_len = K // SPLIT_K
     k0 = pid_k * k_len
-    x_ptrs = x_ptr + rm[:, None] * K + (k0 + rk)[None, :]
-    wa_ptrs = w_ptr + row_a[:, None] * K + (k0 + rk)[None, :]
-    wb_ptrs = w_ptr + (row_a + HALF)[:, None] * K + (k0 + rk)[None, :]
     acc_a = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_b = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for _ in tl.range(0, k_len, BLOCK_K, num_stages=STAGES):
+    if PRE_K > 0:
+        x0 = tl.load(x_ptr + rm[:, None] * K + (k0 + tl.arange(0, PRE_K))[None, :], mask=m_ok[:, None], other=0.0)
+        acc_a = tl.dot(x0, tl.trans(wa0), acc_a)
+        if MODE != _PARTIAL:
+            acc_b = tl.dot(x0, tl.trans(wb0), acc_b)
+    x_ptrs = x_ptr + rm[:, None] * K + (k0 + PRE_K + rk)[None, :]
+    wa_ptrs = w_ptr + row_a[:, None] * K + (k0 + PRE_K + rk)[None, :]
+    wb_ptrs = w_ptr + (row_a + HALF)[:, None] * K + (k0 + PRE_K + rk)[None, :]
+    for _ in tl.range(PRE_K, k_len, BLOCK_K, num_stages=STAGES):
         x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
         acc_a = tl.dot(x, tl.trans(tl.load(wa_ptrs)), acc_a)
         if MODE != _PARTIAL:
@@ -188,18 +210,22 @@ def _gemm_kernel(
     x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M,
     K: tl.constexpr, N_OUT: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr, NH: tl.constexpr,
     HD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    PRE_K: tl.constexpr, USE_PDL: tl.constexpr,
 ):  # fmt: skip
     """One GEMM (``_gemm_tile``) per launch; arguments as there."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
+    # weights never depend on the kernel before: the first PRE_K columns into registers, the rest into L2, while
+    # that kernel finishes
+    wa0, wb0 = None, None
+    if PRE_K > 0:
+        wa0, wb0 = _gemm_preload(w_ptr, pid_n, pid_k, K, MODE, HALF, BLOCK_N, SPLIT_K, PRE_K)
     if USE_PDL:
-        # weights never depend on the kernel before: stream this program's slice into L2 while that one finishes
-        _gemm_prefetch(w_ptr, pid_n, pid_k, K, MODE, HALF, BLOCK_N, BLOCK_K, SPLIT_K)
+        _gemm_prefetch(w_ptr, pid_n, pid_k, K, MODE, HALF, BLOCK_N, BLOCK_K, SPLIT_K, PRE_K)
         _pdl_enter()
     _gemm_tile(
         x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M, pid_n, pid_k,
-        K, N_OUT, MODE, HALF, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K,
+        K, N_OUT, MODE, HALF, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, None, wa0, wb0, PRE_K,
     )  # fmt: skip
 
 
@@ -267,6 +293,39 @@ def _attn_prefetch(kp_ptr, vp_ptr, P, pid_s, CHUNK: tl.constexpr, HD: tl.constex
 
 
 @triton.jit
+def _attn_prefix_block(kp_ptr, vp_ptr, j0, P, n_valid, HD: tl.constexpr, BLOCK_KV: tl.constexpr):
+    """Prefix keys and values j0 .. j0 + BLOCK_KV (zeros past the valid prefix)."""
+    j = j0 + tl.arange(0, BLOCK_KV)
+    dd = tl.arange(0, HD)
+    in_prefix = ((j < P) & (j < n_valid))[:, None]
+    kp = tl.load(kp_ptr + j[:, None] * HD + dd[None, :], mask=in_prefix, other=0.0)
+    vp = tl.load(vp_ptr + j[:, None] * HD + dd[None, :], mask=in_prefix, other=0.0)
+    return kp, vp
+
+
+@triton.jit
+def _attn_block(q, kp, vp, ks_ptr, vs_ptr, j0, P, M, n_valid, scale, m_i, l_i, acc, HD: tl.constexpr,
+                BLOCK_KV: tl.constexpr):  # fmt: skip
+    """One online-softmax step over keys j0 .. j0 + BLOCK_KV: the prefix's (``kp``, ``vp``, zero where absent) plus
+    the chunk's own, which follow the prefix."""
+    j = j0 + tl.arange(0, BLOCK_KV)
+    dd = tl.arange(0, HD)
+    in_prefix = (j < P) & (j < n_valid)
+    in_chunk = (j >= P) & (j < P + M)
+    ks = tl.load(ks_ptr + (j - P)[:, None] * HD + dd[None, :], mask=in_chunk[:, None], other=0.0)
+    valid = (in_prefix | in_chunk)[None, :]
+    s = tl.where(valid, tl.dot(q, tl.trans(kp + ks)) * scale, NEG_BIG)
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.where(valid, tl.exp(s - m_new[:, None]), 0.0)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    vs = tl.load(vs_ptr + (j - P)[:, None] * HD + dd[None, :], mask=in_chunk[:, None], other=0.0)
+    v = vp + vs
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _attn_tile(
     q_ptr,  # (R, HD) query rows, R = M * NH (row = token * NH + head)
     kp_ptr,  # (P, HD) prefix keys of this layer
@@ -288,6 +347,9 @@ def _attn_tile(
     BLOCK_R: tl.constexpr,
     BLOCK_KV: tl.constexpr,
     STAGES: tl.constexpr = None,  # software-pipelining depth of the key loop; None: the launch's num_stages
+    kp0=None,  # PRELOAD: the split's first prefix key / value block (``_attn_prefix_block``), loaded earlier
+    vp0=None,
+    PRELOAD: tl.constexpr = False,
 ):
     """Query rows block ``pid_r`` against key split ``pid_s`` (prefix keys, then the chunk's own keys)."""
     rr = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -299,23 +361,13 @@ def _attn_tile(
     m_i = tl.full([BLOCK_R], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc = tl.zeros([BLOCK_R, HD], dtype=tl.float32)
-    for j0 in tl.range(start, start + CHUNK, BLOCK_KV, num_stages=STAGES):
-        j = j0 + tl.arange(0, BLOCK_KV)
-        in_prefix = (j < P) & (j < n_valid)
-        in_chunk = (j >= P) & (j < P + M)
-        kp = tl.load(kp_ptr + j[:, None] * HD + dd[None, :], mask=in_prefix[:, None], other=0.0)
-        ks = tl.load(ks_ptr + (j - P)[:, None] * HD + dd[None, :], mask=in_chunk[:, None], other=0.0)
-        valid = (in_prefix | in_chunk)[None, :]
-        s = tl.where(valid, tl.dot(q, tl.trans(kp + ks)) * scale, NEG_BIG)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.where(valid, tl.exp(s - m_new[:, None]), 0.0)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        vp = tl.load(vp_ptr + j[:, None] * HD + dd[None, :], mask=in_prefix[:, None], other=0.0)
-        vs = tl.load(vs_ptr + (j - P)[:, None] * HD + dd[None, :], mask=in_chunk[:, None], other=0.0)
-        v = vp + vs
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    if PRELOAD:
+        m_i, l_i, acc = _attn_block(q, kp0, vp0, ks_ptr, vs_ptr, start, P, M, n_valid, scale, m_i, l_i, acc, HD,
+                                    BLOCK_KV)  # fmt: skip
+    FIRST: tl.constexpr = BLOCK_KV if PRELOAD else 0
+    for j0 in tl.range(start + FIRST, start + CHUNK, BLOCK_KV, num_stages=STAGES):
+        kp, vp = _attn_prefix_block(kp_ptr, vp_ptr, j0, P, n_valid, HD, BLOCK_KV)
+        m_i, l_i, acc = _attn_block(q, kp, vp, ks_ptr, vs_ptr, j0, P, M, n_valid, scale, m_i, l_i, acc, HD, BLOCK_KV)
     tl.store(acc_ptr + (pid_s * R + rr)[:, None] * HD + dd[None, :], acc, mask=r_ok[:, None])
     tl.store(m_ptr + pid_s * R + rr, m_i, mask=r_ok)
     tl.store(l_ptr + pid_s * R + rr, l_i, mask=r_ok)
@@ -324,16 +376,22 @@ def _attn_tile(
 @triton.jit
 def _attn_kernel(
     q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
-    CHUNK: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_KV: tl.constexpr, USE_PDL: tl.constexpr,
+    CHUNK: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_KV: tl.constexpr, PRELOAD: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):  # fmt: skip
-    """Split-key attention (``_attn_tile``), grid (row blocks, key splits); arguments as there."""
+    """Split-key attention (``_attn_tile``), grid (row blocks, key splits); arguments as there. The prefix K/V and
+    ``n_valid`` are fixed for the whole denoise call: with ``PRELOAD`` the split's first block is loaded into
+    registers before waiting for the kernel before."""
     pid_s = tl.program_id(1)
+    kp0, vp0 = None, None
+    if PRELOAD:
+        kp0, vp0 = _attn_prefix_block(kp_ptr, vp_ptr, pid_s * CHUNK, P, tl.load(n_valid_ptr), HD, BLOCK_KV)
     if USE_PDL:
         _attn_prefetch(kp_ptr, vp_ptr, P, pid_s, CHUNK, HD, BLOCK_KV)
         _pdl_enter()
     _attn_tile(
         q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
-        tl.program_id(0), pid_s, CHUNK, HD, BLOCK_R, BLOCK_KV,
+        tl.program_id(0), pid_s, CHUNK, HD, BLOCK_R, BLOCK_KV, None, kp0, vp0, PRELOAD,
     )  # fmt: skip
 
 
@@ -564,6 +622,14 @@ class GemmConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    # weight columns of each program's slice loaded into registers before the kernel waits for the one before
+    # (programmatic dependent launch); a power of two >= 16 (fewer where the slice's K is shorter); 0: all of it
+    # streams after the wait
+    preload_k: int = 0
+
+    def __post_init__(self):
+        if self.preload_k and (self.preload_k < 16 or self.preload_k & (self.preload_k - 1)):
+            raise ValueError(f"preload_k {self.preload_k} must be 0 or a power of two >= 16")
 
 
 @dataclass(frozen=True)
@@ -575,6 +641,7 @@ class AttnConfig:
     num_stages: int = 2
     combine_rows: int = 1
     combine_dims: int = 256
+    preload: bool = False  # each split's first prefix K/V block into registers before waiting for the q/k/v GEMM
 
 
 def _pow2_at_least(n: int, floor: int = 16) -> int:
@@ -585,12 +652,12 @@ def default_configs(rows: int) -> dict[str, GemmConfig]:
     """Per-GEMM launch configurations for ``rows`` action tokens: the fastest of the grid that
     ``scripts/bench_expert_kernels.py`` sweeps, on an H100 (docs/benchmarks.md). Any configuration computes the same
     function; these only decide how fast."""
-    if rows <= 16:
+    if rows <= 16:  # part of each weight slice preloaded (all of it for o and down); sizes that ptxas fits unspilled
         return {
-            "qkv": GemmConfig(block_n=32, block_k=128, num_stages=4),
-            "o": GemmConfig(block_n=64, block_k=128, split_k=8, num_stages=4),
-            "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4),
-            "down": GemmConfig(block_n=32, block_k=128, split_k=8, num_warps=2, num_stages=4),
+            "qkv": GemmConfig(block_n=16, block_k=128, num_stages=4, preload_k=256),
+            "o": GemmConfig(block_n=64, block_k=128, split_k=8, num_stages=4, preload_k=256),
+            "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4, preload_k=256),
+            "down": GemmConfig(block_n=32, block_k=128, split_k=8, num_stages=4, preload_k=512),
         }
     return {
         "qkv": GemmConfig(block_n=16, block_k=256, num_stages=4),
@@ -632,8 +699,11 @@ class StepLaunch:
 
 def default_attn_config(rows: int) -> AttnConfig:
     """The fastest of ``scripts/bench_expert_kernels.py``'s attention grid on an H100: as many key splits as there are
-    64-key blocks, 16 query rows per program for chunk 10 and 32 for chunk 50."""
-    return AttnConfig(block_r=16 if rows <= 16 else 32)
+    64-key blocks, 16 query rows per program for chunk 10 and 32 for chunk 50; at chunk 10 each split's first K/V
+    block is preloaded (8 warps hold it in registers)."""
+    if rows <= 16:
+        return AttnConfig(block_r=16, num_warps=8, preload=True)
+    return AttnConfig(block_r=32)
 
 
 def unsupported_reason(model: Pi05Model) -> str | None:
@@ -662,6 +732,15 @@ def _tiles(cfg: GemmConfig, mode: int, n_cols: int, k: int, half: int) -> tuple[
     if n_cols % block_n or k % (split_k * block_k) or (mode != MODE_PARTIAL and half % block_n and block_n % half):
         raise ValueError(f"GEMM of {n_cols} columns over K={k} does not tile by {block_n}x{block_k} (split {split_k})")
     return block_n, block_k, split_k
+
+
+def _preload_k(cfg: GemmConfig, k_len: int, block_k: int) -> int:
+    """Weight columns each program preloads (``GemmConfig.preload_k``, at most its slice's ``k_len``)."""
+    pre = min(cfg.preload_k, k_len)
+    if (k_len - pre) % block_k:
+        raise ValueError(f"preload_k {cfg.preload_k} leaves {k_len - pre} of the slice's K={k_len}, not a multiple of "
+                         f"block_k {block_k}")  # fmt: skip
+    return pre
 
 
 def _expert_weights(model: Pi05Model) -> list[tuple[torch.Tensor, ...]]:
@@ -775,6 +854,7 @@ class TritonExpert:
             K=k, N_OUT=n_cols if mode == MODE_GELU else n_w,
             MODE=mode, HALF=half, NH=self.heads, HD=self.head_dim,
             BLOCK_M=_pow2_at_least(rows), BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
+            PRE_K=_preload_k(cfg, k // split_k, block_k),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **self._pdl,
         )  # fmt: skip
         return out
@@ -810,7 +890,7 @@ class TritonExpert:
         chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, r, cfg, q.device)
         _attn_kernel[(row_blocks, n_split)](
             q, kp, vp, ks, vs, n_valid, acc, m, l_sum, r, p, rows, hd**-0.5,
-            CHUNK=chunk, HD=hd, BLOCK_R=block_r, BLOCK_KV=block_kv,
+            CHUNK=chunk, HD=hd, BLOCK_R=block_r, BLOCK_KV=block_kv, PRELOAD=cfg.preload,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **self._pdl,
         )  # fmt: skip
         block_d = min(cfg.combine_dims, hd)
