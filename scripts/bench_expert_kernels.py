@@ -5,7 +5,8 @@
    (padded and unpadded) and random x_t.
 1b. Whole step (unless ``--no-step``): us per denoise step replayed from a CUDA graph for each schedule (the per-kernel
    one with and without PDL), the torch.compile'd torch step, and a kernel profile; with ``--persistent-sweep``, the
-   persistent schedule's settings and ablations (``persistent_sweep``).
+   persistent schedule's settings and ablations (``persistent_sweep``); with ``--kernels-sweep``, the per-kernel
+   schedule's defaults against the same kernels without register preloading (``kernels_sweep``).
 2. Per-GEMM sweep: every launch configuration in the grid below, for each of the expert's four GEMMs and each chunk,
    against cuBLAS (``F.linear``). Each timing replays a CUDA graph of calls that rotate over enough weight copies
    (> L2) that every call streams its weight from HBM, as in the real loop; reports us per call and the weight
@@ -14,6 +15,7 @@
 
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --out $OUT/kernels.json
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --persistent-sweep --out $OUT/k.json
+    PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --no-step --kernels-sweep --out $OUT/k.json
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from policies.pi05 import triton_expert  # noqa: E402
 from policies.pi05.config import full_size  # noqa: E402
 from policies.pi05.engine import build_model  # noqa: E402
 from policies.pi05.model import Pi05Model  # noqa: E402
@@ -346,6 +349,60 @@ def kernels_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
     return rows
 
 
+def kernels_ablation(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
+    """What each kind of kernel adds to a step of the default per-kernel chain: us per step with that kind not
+    launched at all (the outputs are wrong; timings only). The bench swaps the expert's launch helpers for no-ops on
+    its own instance, so nothing of this exists in the engine."""
+    keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
+    rows = []
+
+    def skip_gemm(te):
+        partials = {}
+
+        def gemm(x, w, cfg, mode, rows_, out=None, qkv=None, cos_pos=None):
+            if mode == MODE_PARTIAL:  # the residual kernel after it still reads partials: hand it zeros
+                key = (w.shape[0], rows_)
+                partials.setdefault(key, torch.zeros(1, rows_, w.shape[0], device=x.device, dtype=torch.float32))
+                return partials[key]
+            return out
+
+        te._gemm = gemm
+
+    ablations = {
+        "all": lambda te: None,
+        "no_norm_kernels": lambda te: setattr(te, "_ada", lambda *a, **k: None),
+        "no_attention": lambda te: setattr(te, "_attention", lambda *a, **k: None),
+        "no_gemms": skip_gemm,
+        "gemms_only": lambda te: (setattr(te, "_ada", lambda *a, **k: None),
+                                  setattr(te, "_attention", lambda *a, **k: None)),
+    }  # fmt: skip
+    with torch.inference_mode():
+        for label, ablate in ablations.items():
+            te = TritonExpert(model, schedule="kernels")
+            ablate(te)
+            te.velocity(keys, values, None, n_valid, x_t, mods)
+            us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
+            rows.append({"chunk": chunk, "ablation": label, "us": round(us, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+        merge = triton_expert._attn_combine_kernel
+        triton_expert._attn_combine_kernel = _NoLaunch()  # the split-merge kernel alone
+        try:
+            te = TritonExpert(model, schedule="kernels")
+            us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
+        finally:
+            triton_expert._attn_combine_kernel = merge
+        rows.append({"chunk": chunk, "ablation": "no_attention_merge", "us": round(us, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+class _NoLaunch:
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` launches nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, nargs="+", default=[10, 50])
@@ -385,6 +442,7 @@ def main() -> None:
         report["step"] = [step_times(model, chunk, 560) for chunk in args.chunks]
     if args.kernels_sweep:
         report["kernels_sweep"] = [r for chunk in args.chunks for r in kernels_sweep(model, chunk, 560)]
+        report["kernels_ablation"] = [r for chunk in args.chunks for r in kernels_ablation(model, chunk, 560)]
     if args.persistent_sweep:
         report["persistent_sweep"] = [r for chunk in args.chunks for r in persistent_sweep(model, chunk, 560)]
     if args.step_only:

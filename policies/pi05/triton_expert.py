@@ -14,12 +14,19 @@ single-CTA attention, and each norm, RoPE and gate was its own kernel. Here:
   buffer, splits the keys over programs (``_attn_combine_kernel`` merges the splits) and masks prefix padding by
   ``n_valid``, so a padded prefix costs nothing extra.
 
-Those kernels, chained by programmatic dependent launch, are the default schedule (``schedule="kernels"``). The
-alternative ``"persistent"`` runs a whole step as one launch of ``_step_kernel`` (one program per SM, the same tiles
-as device functions, a grid barrier between the 8 phases of each layer). On an H100 it is slower (677 vs 652 us a
-step at chunk 10, 955 vs 728 at chunk 50: docs/benchmarks.md): its 143 barriers cost ~1.1 us each, and pulling later
-phases' weights into L2 ahead of time made the GEMM phases slower, not faster. It stays selectable for such
-experiments; ``"phased"`` runs the same code one phase per launch, so the CPU tests check it.
+Those kernels, chained by programmatic dependent launch (PDL), are the default schedule (``schedule="kernels"``).
+Under PDL a kernel starts while the one before still runs and reads, before it waits, what no kernel writes: at chunk
+10 the first ``GemmConfig.preload_k`` columns of each program's weight slice (all of it for o and down) and each
+attention split's first prefix K/V block go into registers (``AttnConfig.preload``), the rest of the weights into L2.
+On an H100 that takes a step from 648 to 569 us at chunk 10; at chunk 50 (64-row wgmma tiles, whose operands live in
+shared memory) preloading was slower and is off (docs/benchmarks.md).
+
+The alternative ``"persistent"`` runs a whole step as one launch of ``_step_kernel`` (one program per SM, the same
+tiles as device functions, a grid barrier between the 8 phases of each layer). On an H100 it was slower than the
+per-kernel chain even before preloading (677 vs 652 us a step at chunk 10, 955 vs 728 at chunk 50): its 143 barriers
+cost ~1.1 us each, and pulling later phases' weights into L2 ahead of time made the GEMM phases slower, not faster.
+It stays selectable for such experiments; ``"phased"`` runs the same code one phase per launch, so the CPU tests
+check it.
 
 Numerics follow ``Pi05Model.velocity``: every value the reference rounds to the model dtype (GEMM outputs, RoPE
 terms, gated residuals, gelu) is rounded at the same point here; sums and norms accumulate in fp32. The kernels take
