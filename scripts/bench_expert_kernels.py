@@ -301,10 +301,9 @@ def persistent_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
 
 
 def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
-    """(label, GEMM configs, attention config) for ``kernels_sweep``: the defaults against the same schedule without
-    any preloading (the stop-8 defaults), and preloading one part at a time."""
+    """(label, GEMM configs, attention config) for ``kernels_sweep``: the defaults against the same kernels without
+    register preloading (the stop-8 defaults), and preloading one part at a time."""
     base = default_configs(chunk)
-    no_pre = {name: dataclasses.replace(cfg, preload_k=0) for name, cfg in base.items()}
     if chunk <= 16:
         no_pre = {  # the stop-8 chunk-10 defaults
             "qkv": GemmConfig(block_n=32, block_k=128, num_stages=4),
@@ -312,14 +311,14 @@ def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
             "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4),
             "down": GemmConfig(block_n=32, block_k=128, split_k=8, num_warps=2, num_stages=4),
         }
+        gate_up_512 = dataclasses.replace(base["gate_up"], num_warps=8, preload_k=512)
         return [
             ("defaults", base, None),
             ("no_preload", no_pre, AttnConfig(block_r=16)),
             ("preload_gemms_only", base, AttnConfig(block_r=16)),
             ("preload_attention_only", no_pre, None),
-            ("defaults+gate_up_preload_512_8warps", {**base, "gate_up": dataclasses.replace(
-                base["gate_up"], num_warps=8, preload_k=512)}, None),
-        ]  # fmt: skip
+            ("defaults+gate_up_preload_512_8warps", {**base, "gate_up": gate_up_512}, None),
+        ]
     return [
         ("defaults", base, None),
         ("preload_o_128", {**base, "o": dataclasses.replace(base["o"], preload_k=128)}, None),
