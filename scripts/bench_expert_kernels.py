@@ -326,13 +326,47 @@ def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
     ]
 
 
-def kernels_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
-    """us per step of the per-kernel schedule for each of ``kernel_trials``, each checked against the first trial's
-    output (max abs difference: a preloaded part of a GEMM's K is summed first, then the rest)."""
+def tile_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
+    """(label, GEMM configs, attention config) for ``kernels_sweep(..., tiles=True)``: one GEMM's or the attention's
+    launch configuration changed at a time from the defaults, timed in the whole chain (the stop-7 sweep timed each
+    GEMM alone). Register-preloading tiles are ones that ptxas fits without spills on sm_90 (Triton 3.6)."""
+    base = default_configs(chunk)
+    rep = dataclasses.replace
+    if chunk <= 16:
+        changes = {
+            "qkv=16x64_pre256": ("qkv", rep(base["qkv"], block_k=64)),
+            "qkv=32x128_pre256_8warps": ("qkv", rep(base["qkv"], block_n=32, num_warps=8)),
+            "qkv=32x128_pre128": ("qkv", rep(base["qkv"], block_n=32, preload_k=128)),
+            "gate_up=16x128_pre256": ("gate_up", rep(base["gate_up"], block_n=16)),
+            "gate_up=32x128_pre256_8warps": ("gate_up", rep(base["gate_up"], num_warps=8)),
+            "down=64x128/8_pre512": ("down", rep(base["down"], block_n=64)),
+            "down=16x128/8_pre512": ("down", rep(base["down"], block_n=16)),
+            "down=32x128/4_pre512": ("down", rep(base["down"], split_k=4)),
+            "o=64x128/4_pre512_8warps": ("o", rep(base["o"], split_k=4, preload_k=512, num_warps=8)),
+        }
+        attn = {"attn_rows=32": AttnConfig(block_r=32, num_warps=8, preload=True),
+                "attn_4warps": AttnConfig(block_r=16, preload=True)}  # fmt: skip
+    else:
+        changes = {
+            "qkv=16x128": ("qkv", rep(base["qkv"], block_k=128)),
+            "gate_up=16x128": ("gate_up", rep(base["gate_up"], block_n=16)),
+            "down=32x128/8": ("down", rep(base["down"], block_n=32)),
+            "o=32x128/8": ("o", rep(base["o"], split_k=8)),
+        }
+        attn = {"attn_rows=16": AttnConfig(block_r=16), "attn_rows=64": AttnConfig(block_r=64)}
+    trials: list[tuple[str, dict, AttnConfig | None]] = [("defaults", base, None)]
+    trials += [(label, {**base, name: cfg}, None) for label, (name, cfg) in changes.items()]
+    trials += [(label, base, cfg) for label, cfg in attn.items()]
+    return trials
+
+
+def kernels_sweep(model: Pi05Model, chunk: int, prefix: int, tiles: bool = False) -> list[dict]:
+    """us per step of the per-kernel schedule for each of ``kernel_trials`` (``tile_trials`` with ``tiles``), each
+    checked against the first trial's output (max abs difference: the same sums in another order)."""
     keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
     rows, ref = [], None
     with torch.inference_mode():
-        for label, cfg, acfg in kernel_trials(chunk):
+        for label, cfg, acfg in (tile_trials if tiles else kernel_trials)(chunk):
             try:
                 te = TritonExpert(model, configs=cfg, attn_config=acfg, schedule="kernels")
                 got = te.velocity(keys, values, None, n_valid, x_t, mods)
@@ -411,7 +445,8 @@ def main() -> None:
     ap.add_argument("--no-attention", action="store_true", help="skip the attention sweep")
     ap.add_argument("--no-step", action="store_true", help="skip the whole-step timings")
     ap.add_argument("--persistent-sweep", action="store_true", help="sweep the persistent step's settings")
-    ap.add_argument("--kernels-sweep", action="store_true", help="preload / early-launch trials, per-kernel step")
+    ap.add_argument("--kernels-sweep", action="store_true", help="preload trials and ablation, per-kernel step")
+    ap.add_argument("--tile-sweep", action="store_true", help="launch tiles timed in the whole per-kernel step")
     ap.add_argument("--gemms", nargs="+", default=["qkv", "o", "gate_up", "down"])
     for key in GRID:  # override the sweep grid, e.g. --num_warps 2 4 8
         ap.add_argument(f"--{key}", type=int, nargs="+", default=None)
@@ -442,6 +477,8 @@ def main() -> None:
     if args.kernels_sweep:
         report["kernels_sweep"] = [r for chunk in args.chunks for r in kernels_sweep(model, chunk, 560)]
         report["kernels_ablation"] = [r for chunk in args.chunks for r in kernels_ablation(model, chunk, 560)]
+    if args.tile_sweep:
+        report["tile_sweep"] = [r for chunk in args.chunks for r in kernels_sweep(model, chunk, 560, tiles=True)]
     if args.persistent_sweep:
         report["persistent_sweep"] = [r for chunk in args.chunks for r in persistent_sweep(model, chunk, 560)]
     if args.step_only:
