@@ -408,6 +408,11 @@ def kernels_ablation(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
         "no_gemms": skip_gemm,
         "gemms_only": lambda te: (setattr(te, "_ada", lambda *a, **k: None),
                                   setattr(te, "_attention", lambda *a, **k: None)),
+        # every layer reads layer 0's weights (34.6 MB, mostly L2-resident): what any weight prefetch could gain
+        "one_layers_weights": lambda te: setattr(te, "weights", [te.weights[0]] * len(te.weights)),
+        "one_layers_weights_gemms_only": lambda te: (setattr(te, "weights", [te.weights[0]] * len(te.weights)),
+                                                     setattr(te, "_ada", lambda *a, **k: None),
+                                                     setattr(te, "_attention", lambda *a, **k: None)),
     }  # fmt: skip
     with torch.inference_mode():
         for label, ablate in ablations.items():
