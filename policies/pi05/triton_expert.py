@@ -492,6 +492,28 @@ def _prefetch_span(ptr, numel, pid, G, BLOCK: tl.constexpr, BULK: tl.constexpr):
 
 
 @triton.jit
+def _partial_gemm_phase(x_ptr, w_ptr, part_ptr, M, pid, G, K: tl.constexpr, N: tl.constexpr, NH: tl.constexpr,
+                        HD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        SPLIT_K: tl.constexpr, STAGES: tl.constexpr):  # fmt: skip
+    """Items pid, pid + G, ... of a split-K GEMM phase (o, down): each a (column tile, K split) of fp32 partials."""
+    for t in range(pid, N // BLOCK_N * SPLIT_K, G):
+        # PARTIAL tiles never touch the q/k/v and RoPE pointers: x_ptr stands in for them
+        _gemm_tile(x_ptr, w_ptr, part_ptr, x_ptr, x_ptr, x_ptr, x_ptr, x_ptr, x_ptr, M, t // SPLIT_K, t % SPLIT_K,
+                   K, N, _PARTIAL, 1, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, STAGES)  # fmt: skip
+
+
+@triton.jit
+def _residual_norm_phase(x_ptr, part_ptr, h_ptr, mod_ptr, norm, M, pid, G, D, eps, S: tl.constexpr,
+                         BLOCK_D: tl.constexpr):  # fmt: skip
+    """Rows pid, pid + G, ...: x += gate * sum of the S partials, the gate of modulation row ``norm - 1`` (the
+    sublayer's own norm), then h = adaRMS(x) with modulation row ``norm``."""
+    gate_ptr = mod_ptr + (norm - 1) * 3 * D + 2 * D
+    for t in range(pid, M, G):
+        sc, sh, gt = _load_mods(mod_ptr + norm * 3 * D, gate_ptr, D, BLOCK_D)
+        _ada_row(x_ptr, part_ptr, h_ptr, t, M, D, eps, sc, sh, gt, S, True, BLOCK_D)
+
+
+@triton.jit
 def _step_kernel(
     x_ptr,  # (M, D) residual stream
     h_ptr,  # (M, D) normalized input of the next sublayer; on entry: of layer LAYER_LO's attention
@@ -541,9 +563,7 @@ def _step_kernel(
     n_qkv: tl.constexpr = QKV_ROWS // 2 // QKV_N
     n_attn = tl.cdiv(R, BLOCK_R) * N_SPLIT
     n_comb = tl.cdiv(R, C_ROWS)
-    n_o: tl.constexpr = D // O_N * O_S
     n_gu: tl.constexpr = F // GU_N
-    n_d: tl.constexpr = D // D_N * D_S
     PF_BLOCK: tl.constexpr = 32 if BULK else 64  # prefetch addresses per instruction batch
     if PREFETCH:
         _prefetch_span(w_qkv_ptr + LAYER_LO * QKV_ROWS * D, QKV_ROWS * D, pid, G, PF_BLOCK, BULK)
@@ -575,17 +595,12 @@ def _step_kernel(
                 for t in range(pid, n_comb, G):
                     _combine_tile(acc_ptr, m_ptr, l_ptr, attn_ptr, R, t, 0, N_SPLIT, HD, C_ROWS, HD)
             elif phase == 3:
-                for t in range(pid, n_o, G):
-                    _gemm_tile(attn_ptr, w_o, part_o_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M,
-                               t // O_S, t % O_S, W, D, _PARTIAL, 1, NH, HD, BLOCK_M, O_N, O_K, O_S,
-                               GEMM_STAGES)  # fmt: skip
+                _partial_gemm_phase(attn_ptr, w_o, part_o_ptr, M, pid, G, W, D, NH, HD, BLOCK_M, O_N, O_K, O_S,
+                                    GEMM_STAGES)  # fmt: skip
                 if PREFETCH:
                     _prefetch_span(w_d, D * F, pid, G, PF_BLOCK, BULK)
             elif phase == 4:
-                gate_ptr = mod_ptr + (2 * layer) * 3 * D + 2 * D
-                for t in range(pid, M, G):
-                    sc, sh, gt = _load_mods(mod_ptr + (2 * layer + 1) * 3 * D, gate_ptr, D, BLOCK_D)
-                    _ada_row(x_ptr, part_o_ptr, h_ptr, t, M, D, eps, sc, sh, gt, O_S, True, BLOCK_D)
+                _residual_norm_phase(x_ptr, part_o_ptr, h_ptr, mod_ptr, 2 * layer + 1, M, pid, G, D, eps, O_S, BLOCK_D)
             elif phase == 5:
                 for t in range(pid, n_gu, G):
                     _gemm_tile(h_ptr, w_gu, act_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M, t, 0,
@@ -596,18 +611,13 @@ def _step_kernel(
                         _prefetch_span(kp + P * HD, P * HD, pid, G, PF_BLOCK, BULK)
                         _prefetch_span(vp + P * HD, P * HD, pid, G, PF_BLOCK, BULK)
             elif phase == 6:
-                for t in range(pid, n_d, G):
-                    _gemm_tile(act_ptr, w_d, part_d_ptr, q_ptr, ks_ptr, vs_ptr, cos_ptr, sin_ptr, n_valid_ptr, M,
-                               t // D_S, t % D_S, F, D, _PARTIAL, 1, NH, HD, BLOCK_M, D_N, D_K, D_S,
-                               GEMM_STAGES)  # fmt: skip
+                _partial_gemm_phase(act_ptr, w_d, part_d_ptr, M, pid, G, F, D, NH, HD, BLOCK_M, D_N, D_K, D_S,
+                                    GEMM_STAGES)  # fmt: skip
                 if PREFETCH:
                     if layer + 1 < LAYER_HI:
                         _prefetch_span(w_o + D * W, D * W, pid, G, PF_BLOCK, BULK)
             else:
-                gate_ptr = mod_ptr + (2 * layer + 1) * 3 * D + 2 * D
-                for t in range(pid, M, G):
-                    sc, sh, gt = _load_mods(mod_ptr + (2 * layer + 2) * 3 * D, gate_ptr, D, BLOCK_D)
-                    _ada_row(x_ptr, part_d_ptr, h_ptr, t, M, D, eps, sc, sh, gt, D_S, True, BLOCK_D)
+                _residual_norm_phase(x_ptr, part_d_ptr, h_ptr, mod_ptr, 2 * layer + 2, M, pid, G, D, eps, D_S, BLOCK_D)
             if GRID_SYNC:
                 n_sync = (layer - LAYER_LO) * (PHASE_HI - PHASE_LO) + (phase - PHASE_LO) + 1
                 if phase < PHASE_HI - 1:
