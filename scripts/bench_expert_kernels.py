@@ -282,17 +282,29 @@ def persistent_sweep(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
     # ablations (wrong results, timing only): which phases cost what
     for label, mask in (("barriers_only", 0), ("gemms_only", 0b01101001), ("no_gemms", 0b10010110)):
         trials.append((label, base, None, StepLaunch(work_mask=mask)))
+    experts = (
+        (label, lambda cfg=cfg, acfg=acfg, launch=launch: TritonExpert(
+            model, configs=cfg, attn_config=acfg, schedule="persistent", step_launch=launch))
+        for label, cfg, acfg, launch in trials
+    )  # fmt: skip
+    return time_trials(experts, (keys, values, None, n_valid, x_t, mods), chunk)
+
+
+def time_trials(experts, inputs: tuple, chunk: int) -> list[dict]:
+    """For each (label, expert factory): us per step replayed from a CUDA graph and the max abs difference of its
+    output from the first trial's (``max_abs_vs_default``); a trial that does not compile or fit says why and the
+    rest go on."""
     rows, ref = [], None
     with torch.inference_mode():
-        for label, cfg, acfg, launch in trials:
+        for label, make in experts:
             try:
-                te = TritonExpert(model, configs=cfg, attn_config=acfg, schedule="persistent", step_launch=launch)
-                got = te.velocity(keys, values, None, n_valid, x_t, mods)
+                te = make()
+                got = te.velocity(*inputs)
                 ref = got if ref is None else ref
-                us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
+                us = graph_time_us(lambda i, te=te: te.velocity(*inputs), 4)
                 diff = float((got - ref).abs().max())
                 row = {"chunk": chunk, "trial": label, "us": round(us, 1), "max_abs_vs_default": diff,
-                       "timed_out": te.barrier_timed_out()}  # fmt: skip
+                       "finite": bool(got.isfinite().all()), "timed_out": te.barrier_timed_out()}  # fmt: skip
             except Exception as exc:  # a configuration that does not tile or does not fit: say why, go on
                 row = {"chunk": chunk, "trial": label, "error": f"{type(exc).__name__}: {exc}"[:300]}
             print(json.dumps(row), flush=True)
@@ -362,24 +374,13 @@ def tile_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
 
 def kernels_sweep(model: Pi05Model, chunk: int, prefix: int, tiles: bool = False) -> list[dict]:
     """us per step of the per-kernel schedule for each of ``kernel_trials`` (``tile_trials`` with ``tiles``), each
-    checked against the first trial's output (max abs difference: the same sums in another order)."""
+    checked against the first trial's output (``time_trials``; the same sums in another order)."""
     keys, values, x_t, mods, n_valid = step_inputs(model, chunk, prefix)
-    rows, ref = [], None
-    with torch.inference_mode():
-        for label, cfg, acfg in (tile_trials if tiles else kernel_trials)(chunk):
-            try:
-                te = TritonExpert(model, configs=cfg, attn_config=acfg, schedule="kernels")
-                got = te.velocity(keys, values, None, n_valid, x_t, mods)
-                ref = got if ref is None else ref
-                us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
-                diff = float((got - ref).abs().max())
-                row = {"chunk": chunk, "trial": label, "us": round(us, 1), "max_abs_vs_first": diff,
-                       "finite": bool(got.isfinite().all())}  # fmt: skip
-            except Exception as exc:  # a configuration that does not compile or fit: say why, go on
-                row = {"chunk": chunk, "trial": label, "error": f"{type(exc).__name__}: {exc}"[:300]}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    return rows
+    experts = (
+        (label, lambda cfg=cfg, acfg=acfg: TritonExpert(model, configs=cfg, attn_config=acfg, schedule="kernels"))
+        for label, cfg, acfg in (tile_trials if tiles else kernel_trials)(chunk)
+    )
+    return time_trials(experts, (keys, values, None, n_valid, x_t, mods), chunk)
 
 
 def kernels_ablation(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
@@ -401,23 +402,29 @@ def kernels_ablation(model: Pi05Model, chunk: int, prefix: int) -> list[dict]:
 
         te._gemm = gemm
 
+    def skip_norms(te):
+        te._ada = lambda *args, **kwargs: None
+
+    def skip_attention(te):
+        te._attention = lambda *args, **kwargs: None
+
+    def one_layers_weights(te):  # layer 0's 34.6 MB, mostly L2-resident: what any weight prefetch could gain
+        te.weights = [te.weights[0]] * len(te.weights)
+
     ablations = {
-        "all": lambda te: None,
-        "no_norm_kernels": lambda te: setattr(te, "_ada", lambda *a, **k: None),
-        "no_attention": lambda te: setattr(te, "_attention", lambda *a, **k: None),
-        "no_gemms": skip_gemm,
-        "gemms_only": lambda te: (setattr(te, "_ada", lambda *a, **k: None),
-                                  setattr(te, "_attention", lambda *a, **k: None)),
-        # every layer reads layer 0's weights (34.6 MB, mostly L2-resident): what any weight prefetch could gain
-        "one_layers_weights": lambda te: setattr(te, "weights", [te.weights[0]] * len(te.weights)),
-        "one_layers_weights_gemms_only": lambda te: (setattr(te, "weights", [te.weights[0]] * len(te.weights)),
-                                                     setattr(te, "_ada", lambda *a, **k: None),
-                                                     setattr(te, "_attention", lambda *a, **k: None)),
-    }  # fmt: skip
+        "all": (),
+        "no_norm_kernels": (skip_norms,),
+        "no_attention": (skip_attention,),
+        "no_gemms": (skip_gemm,),
+        "gemms_only": (skip_norms, skip_attention),
+        "one_layers_weights": (one_layers_weights,),
+        "one_layers_weights_gemms_only": (one_layers_weights, skip_norms, skip_attention),
+    }
     with torch.inference_mode():
         for label, ablate in ablations.items():
             te = TritonExpert(model, schedule="kernels")
-            ablate(te)
+            for skip in ablate:
+                skip(te)
             te.velocity(keys, values, None, n_valid, x_t, mods)
             us = graph_time_us(lambda i, te=te: te.velocity(keys, values, None, n_valid, x_t, mods), 4)
             rows.append({"chunk": chunk, "ablation": label, "us": round(us, 1)})
