@@ -123,6 +123,17 @@ def make_inputs(n: int, seed: int = 1) -> list[Prepared]:
     return preps
 
 
+VARIANTS = [  # (name, CUDA graphs, prompt padding multiple, denoise-step kernels, TritonExpert options)
+    ("eager", False, 1, "torch", None),
+    ("triton-pad32", True, 32, "triton", None),
+    ("triton-persistent-pad32", True, 32, "triton", {"schedule": "persistent"}),  # one launch a step
+    ("triton-exact", True, 1, "triton", None),
+    ("graph-pad32", True, 32, "torch", None),
+    ("graph-exact", True, 1, "torch", None),
+    ("graph-exact-autotune", True, 1, "torch", None),
+]
+
+
 def bench(args) -> dict:
     dev = torch.device(args.device)
     sizes = full_size()
@@ -150,15 +161,6 @@ def bench(args) -> dict:
         "warmup": args.warmup,
         "runs": [],
     }
-    variants = [  # (name, CUDA graphs, prompt padding multiple, denoise-step kernels)
-        ("eager", False, 1, "torch"),
-        ("triton-pad32", True, 32, "triton"),
-        ("triton-persistent-pad32", True, 32, "triton"),  # the step as one persistent launch
-        ("triton-exact", True, 1, "triton"),
-        ("graph-pad32", True, 32, "torch"),
-        ("graph-exact", True, 1, "torch"),
-        ("graph-exact-autotune", True, 1, "torch"),
-    ]
     t_start = time.perf_counter()
     inputs = make_inputs(4)
     noises_by_chunk = {
@@ -166,7 +168,7 @@ def bench(args) -> dict:
     }
     references: dict[int, torch.Tensor] = {}
     # variants outermost, in priority order, so a --budget-s cut-off only drops the last (optional) ones
-    for name, graphs, pad, kernels in variants:
+    for name, graphs, pad, kernels, triton_options in VARIANTS:
         for chunk in args.chunks:
             info = synthetic_info(chunk, sizes)
             noises = noises_by_chunk[chunk]
@@ -189,12 +191,9 @@ def bench(args) -> dict:
                     load=False,
                     model=model,
                     kernels=kernels,
+                    triton_options=triton_options,
                 )
                 eng.pad_multiple = pad
-                if name == "triton-persistent-pad32":
-                    from policies.pi05.triton_expert import TritonExpert
-
-                    eng._velocity = TritonExpert(model, schedule="persistent").velocity
                 preps = [Prepared({}, p.images, tok.ids) for p in inputs]
                 iters = args.iters if graphs else args.eager_iters
                 t_first = time.perf_counter()
@@ -282,6 +281,7 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         nargs="+",
+        choices=[v[0] for v in VARIANTS],
         default=["eager", "triton-pad32", "triton-persistent-pad32", "triton-exact", "graph-pad32", "graph-exact"],
     )
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants after this many seconds")

@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from policies.base import VIEWS
 from policies.cache_mode import CacheMode
+from policies.pi05.config import KERNELS
 
 # Number of tasks per suite, as LIBERO's benchmark registry defines them (checked against LIBERO in the tests).
 SUITE_TASKS = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
@@ -173,10 +174,7 @@ class Pi05PolicyConfig:
             f"policy.device={self.device!r}: allowed are auto, cpu, cuda, cuda:N",
         )
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")
-        _require(
-            self.kernels in ("auto", "torch", "triton"),
-            f"policy.kernels={self.kernels!r}: allowed are auto, torch, triton",
-        )
+        _require(self.kernels in KERNELS, f"policy.kernels={self.kernels!r}: allowed are {', '.join(KERNELS)}")
         _require(
             self.cpu_threads is None or self.cpu_threads >= 1,
             f"policy.cpu_threads={self.cpu_threads}: must be >= 1 or null (torch's default)",

@@ -161,8 +161,10 @@ def test_engine_kernel_choice_on_cpu():
     assert tiny_engine(kernels="auto").kernels == "torch"
     with pytest.raises(ValueError, match=r"kernels='triton': needs CUDA \(device is cpu\)"):
         tiny_engine(kernels="triton")
-    with pytest.raises(ValueError, match="kernels 'cuda' not supported: auto, torch or triton"):
+    with pytest.raises(ValueError, match="kernels 'cuda' not supported: auto, torch, triton"):
         tiny_engine(kernels="cuda")
+    with pytest.raises(ValueError, match=r"triton_options \{'schedule': 'persistent'\} given, but the denoise step"):
+        tiny_engine(kernels="auto", triton_options={"schedule": "persistent"})
 
 
 def test_stacked_weights_are_the_models_own(tx, engine):

@@ -50,6 +50,9 @@ class ModelSizes:
     max_period: float = 4.0
 
 
+# the denoise step's implementations (Pi05Engine(kernels=...), policy.kernels): "auto" = triton where it runs
+KERNELS = ("auto", "torch", "triton")
+
 GEMMA_VARIANTS = {
     "gemma_2b": GemmaSizes(width=2048, depth=18, mlp_dim=16384, num_heads=8, num_kv_heads=1, head_dim=256),
     "gemma_300m": GemmaSizes(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),

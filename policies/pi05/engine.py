@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from policies.pi05.checkpoint import copy_weights, plan_checkpoint, read_checkpoint_info
-from policies.pi05.config import CheckpointInfo, ModelSizes
+from policies.pi05.config import KERNELS, CheckpointInfo, ModelSizes
 from policies.pi05.model import Pi05Model, PrefixCache
 from policies.pi05.processing import (
     Normalizer,
@@ -91,6 +91,7 @@ class Pi05Engine:
         compile: bool | None = None,
         compile_mode: str | None = None,
         kernels: str = "auto",
+        triton_options: dict[str, Any] | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
@@ -124,6 +125,9 @@ class Pi05Engine:
         # prefix and the torch denoise step even under CUDA graphs; off on CPU, where it only costs start-up time
         self.compiled = (self.device.type == "cuda") if compile is None else bool(compile)
         self.kernels = self._choose_kernels(kernels)
+        if triton_options and self.kernels != "triton":
+            raise ValueError(f"triton_options {triton_options} given, but the denoise step runs kernels "
+                             f"{self.kernels!r}: they apply to kernels='triton' only")  # fmt: skip
         self._prefix_kv = self.model.prefix_kv
         self._velocity = self.model.velocity
         if self.compiled:
@@ -139,7 +143,7 @@ class Pi05Engine:
         if self.kernels == "triton":
             from policies.pi05.triton_expert import TritonExpert
 
-            self._velocity = TritonExpert(self.model).velocity
+            self._velocity = TritonExpert(self.model, **(triton_options or {})).velocity
         self._mods: list[list[torch.Tensor]] | None = None
         self._graphs: dict[Any, Any] = {}
         self._pool = None
@@ -148,8 +152,8 @@ class Pi05Engine:
         """``torch`` (the model's own ops, compiled on CUDA) or ``triton`` (``TritonExpert``: CUDA, bf16, batch 1;
         the denoise loop's skinny GEMMs and attention as purpose-built kernels). ``auto`` takes triton where it can
         run and torch elsewhere (CPU, fp32: fp32 GEMMs on tensor cores would round operands to tf32)."""
-        if kernels not in ("auto", "torch", "triton"):
-            raise ValueError(f"kernels {kernels!r} not supported: auto, torch or triton")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels {kernels!r} not supported: {', '.join(KERNELS)}")
         if kernels == "torch":
             return "torch"
         reason = None

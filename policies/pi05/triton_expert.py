@@ -339,7 +339,7 @@ def _attn_tile(
     vp_ptr,
     ks_ptr,  # (M, HD) the chunk's keys
     vs_ptr,
-    n_valid_ptr,  # (1,) int: prefix slots >= n_valid are padding
+    n_valid,  # int: prefix slots >= n_valid are padding
     acc_ptr,  # (N_SPLIT, R, HD) fp32 un-normalized outputs
     m_ptr,  # (N_SPLIT, R) fp32 running max
     l_ptr,  # (N_SPLIT, R) fp32 softmax denominators
@@ -364,7 +364,6 @@ def _attn_tile(
     dd = tl.arange(0, HD)
     start = pid_s * CHUNK
     q = tl.load(q_ptr + rr[:, None] * HD + dd[None, :], mask=r_ok[:, None], other=0.0)
-    n_valid = tl.load(n_valid_ptr)
     m_i = tl.full([BLOCK_R], NEG_BIG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc = tl.zeros([BLOCK_R, HD], dtype=tl.float32)
@@ -390,14 +389,15 @@ def _attn_kernel(
     ``n_valid`` are fixed for the whole denoise call: with ``PRELOAD`` the split's first block is loaded into
     registers before waiting for the kernel before."""
     pid_s = tl.program_id(1)
+    n_valid = tl.load(n_valid_ptr)
     kp0, vp0 = None, None
     if PRELOAD:
-        kp0, vp0 = _attn_prefix_block(kp_ptr, vp_ptr, pid_s * CHUNK, P, tl.load(n_valid_ptr), HD, BLOCK_KV)
+        kp0, vp0 = _attn_prefix_block(kp_ptr, vp_ptr, pid_s * CHUNK, P, n_valid, HD, BLOCK_KV)
     if USE_PDL:
         _attn_prefetch(kp_ptr, vp_ptr, P, pid_s, CHUNK, HD, BLOCK_KV)
         _pdl_enter()
     _attn_tile(
-        q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
+        q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
         tl.program_id(0), pid_s, CHUNK, HD, BLOCK_R, BLOCK_KV, None, kp0, vp0, PRELOAD,
     )  # fmt: skip
 
@@ -589,8 +589,8 @@ def _step_kernel(
                     _prefetch_span(w_gu, 2 * F * D, pid, G, PF_BLOCK, BULK)
             elif phase == 1:
                 for t in range(pid, n_attn, G):
-                    _attn_tile(q_ptr, kp, vp, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
-                               t // N_SPLIT, t % N_SPLIT, CHUNK, HD, BLOCK_R, BLOCK_KV, ATTN_STAGES)  # fmt: skip
+                    _attn_tile(q_ptr, kp, vp, ks_ptr, vs_ptr, tl.load(n_valid_ptr), acc_ptr, m_ptr, l_ptr, R, P, M,
+                               scale, t // N_SPLIT, t % N_SPLIT, CHUNK, HD, BLOCK_R, BLOCK_KV, ATTN_STAGES)  # fmt: skip
             elif phase == 2:
                 for t in range(pid, n_comb, G):
                     _combine_tile(acc_ptr, m_ptr, l_ptr, attn_ptr, R, t, 0, N_SPLIT, HD, C_ROWS, HD)
