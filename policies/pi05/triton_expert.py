@@ -508,9 +508,8 @@ def _residual_norm_phase(x_ptr, part_ptr, h_ptr, mod_ptr, norm, M, pid, G, D, ep
                          BLOCK_D: tl.constexpr):  # fmt: skip
     """Rows pid, pid + G, ...: x += gate * sum of the S partials, the gate of modulation row ``norm - 1`` (the
     sublayer's own norm), then h = adaRMS(x) with modulation row ``norm``."""
-    gate_ptr = mod_ptr + (norm - 1) * 3 * D + 2 * D
+    sc, sh, gt = _load_mods(mod_ptr + norm * 3 * D, mod_ptr + (norm - 1) * 3 * D + 2 * D, D, BLOCK_D)
     for t in range(pid, M, G):
-        sc, sh, gt = _load_mods(mod_ptr + norm * 3 * D, gate_ptr, D, BLOCK_D)
         _ada_row(x_ptr, part_ptr, h_ptr, t, M, D, eps, sc, sh, gt, S, True, BLOCK_D)
 
 
@@ -739,9 +738,18 @@ def unsupported_reason(model: Pi05Model) -> str | None:
     return None
 
 
-def _tiles(cfg: GemmConfig, mode: int, n_cols: int, k: int, half: int) -> tuple[int, int, int]:
-    """(block_n, block_k, split_k) for a GEMM of ``n_cols`` output columns (column pairs unless PARTIAL) over ``k``:
-    the configured tile, shrunk to small GEMMs; split-K only for PARTIAL and halved until it divides ``k``."""
+def _gemm_cols(mode: int, n_w: int, head_dim: int) -> tuple[int, int]:
+    """(output columns, HALF) of a GEMM whose weight has ``n_w`` rows: PARTIAL computes one column per row; GELU and
+    QKV compute column pairs (j, j + HALF), gate with up and a head's first with its second half."""
+    half = {MODE_PARTIAL: 1, MODE_GELU: n_w // 2, MODE_QKV: head_dim // 2}[mode]
+    return (n_w if mode == MODE_PARTIAL else n_w // 2), half
+
+
+def _tiles(cfg: GemmConfig, mode: int, w_shape: tuple[int, int], head_dim: int) -> tuple[int, int, int]:
+    """(block_n, block_k, split_k) for a GEMM in ``mode`` with an (N, K) weight: the configured tile, shrunk to small
+    GEMMs; split-K only for PARTIAL and halved until it divides K."""
+    n_w, k = w_shape
+    n_cols, half = _gemm_cols(mode, n_w, head_dim)
     block_n = min(cfg.block_n, max(16, n_cols))
     block_k = min(cfg.block_k, k)
     split_k = cfg.split_k if mode == MODE_PARTIAL else 1
@@ -860,9 +868,8 @@ class TritonExpert:
 
     def _gemm(self, x, w, cfg: GemmConfig, mode: int, rows: int, out=None, qkv=None, cos_pos=None):
         n_w, k = w.shape
-        half = {MODE_PARTIAL: 1, MODE_GELU: n_w // 2, MODE_QKV: self.head_dim // 2}[mode]
-        n_cols = n_w if mode == MODE_PARTIAL else n_w // 2
-        block_n, block_k, split_k = _tiles(cfg, mode, n_cols, k, half)
+        n_cols, half = _gemm_cols(mode, n_w, self.head_dim)
+        block_n, block_k, split_k = _tiles(cfg, mode, w.shape, self.head_dim)
         if mode == MODE_PARTIAL:
             out = torch.empty(split_k, rows, n_w, device=x.device, dtype=torch.float32)
         q, ks, vs = qkv if qkv is not None else (x, x, x)
@@ -930,15 +937,14 @@ class TritonExpert:
         acfg = self.attn_config or default_attn_config(rows)
         p = keys.shape[3]
         chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, rows * nh, acfg, dev)
+        w_qkv, w_o, w_gu, w_d = self.stacks
         tiles = {
-            "qkv": _tiles(cfg["qkv"], MODE_QKV, (nh + 2) * hd // 2, d, hd // 2),
-            "o": _tiles(cfg["o"], MODE_PARTIAL, d, nh * hd, 1),
-            "gate_up": _tiles(cfg["gate_up"], MODE_GELU, self.mlp_dim, d, self.mlp_dim),
-            "down": _tiles(cfg["down"], MODE_PARTIAL, d, self.mlp_dim, 1),
-        }
+            name: _tiles(cfg[name], mode, w.shape[1:], hd)
+            for name, mode, w in (("qkv", MODE_QKV, w_qkv), ("o", MODE_PARTIAL, w_o), ("gate_up", MODE_GELU, w_gu),
+                                  ("down", MODE_PARTIAL, w_d))
+        }  # fmt: skip
         part_o = torch.empty(tiles["o"][2], rows, d, device=dev, dtype=torch.float32)
         part_d = torch.empty(tiles["down"][2], rows, d, device=dev, dtype=torch.float32)
-        w_qkv, w_o, w_gu, w_d = self.stacks
         consts = dict(
             D=d, F=self.mlp_dim, NH=nh, HD=hd, BLOCK_M=_pow2_at_least(rows), BLOCK_D=triton.next_power_of_2(d),
             QKV_N=tiles["qkv"][0], QKV_K=tiles["qkv"][1],
