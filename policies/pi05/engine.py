@@ -1,12 +1,17 @@
 """``Pi05Engine``: observation in, action chunk out, split as ``encode_prefix`` (expensive, cacheable) and ``denoise``.
 
 The engine owns pre/post-processing (camera mapping, resize, prompt, normalization) around ``Pi05Model``. On CUDA it
-can replay CUDA graphs for both halves: the prefix graph is keyed by (cameras, padded prompt length) and the denoise
-graph by padded prefix length; prompts are padded to a multiple of ``pad_multiple`` tokens with the padding masked
-by key, so one graph serves every prompt of similar length."""
+replays CUDA graphs for both halves: the prefix graph is keyed by (cameras, prompt length) and the denoise graph by
+prefix length. The prefix is compiled once with a dynamic prompt length, so a new length costs a graph capture
+(~1.5 s on an H100), never a recompile. Where the prompt is fixed per task (no state in it) prompts run at their
+exact length and no padding is computed. Where it carries the discretized state, its length changes from frame to
+frame; there prompts are padded to a multiple of ``pad_multiple`` tokens (default 32), the padding masked by key,
+so a few graphs serve them all (padding cost ~0.8 ms a prefix on an H100: masked attention and slower cuBLAS tiles,
+docs/benchmarks.md). At most ``max_graphs`` graphs are kept, least recently used first out."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +30,9 @@ from policies.pi05.processing import (
     to_uint8,
 )
 
+# prompt padding where the prompt carries the state (its length changes from frame to frame): a 256-bin state of 8
+# values is ~8-24 tokens, so a few multiples of 32 cover an episode
+STATE_PAD_MULTIPLE = 32
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
@@ -83,7 +91,8 @@ class Pi05Engine:
         camera_map: dict[str, str] | None = None,
         num_steps: int | None = None,
         cuda_graphs: bool | None = None,
-        pad_multiple: int = 32,
+        pad_multiple: int | None = None,
+        max_graphs: int = 32,
         load: bool = True,
         tokenizer_obj: PromptTokenizer | None = None,
         state_in_prompt: bool | None = None,
@@ -108,6 +117,12 @@ class Pi05Engine:
             find_tokenizer(tokenizer, info.tokenizer_name), info.max_token_len
         )
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
+        if (pad_multiple is not None and pad_multiple < 1) or max_graphs < 2:
+            raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 (or None: {STATE_PAD_MULTIPLE} with the state "
+                             f"in the prompt, else 1) and max_graphs {max_graphs} >= 2")  # fmt: skip
+        if pad_multiple is None:
+            pad_multiple = STATE_PAD_MULTIPLE if info.state_in_prompt else 1
+        # without graphs every call runs at its exact length anyway: padding would only cost
         self.pad_multiple = pad_multiple if self.cuda_graphs else 1
         with torch.device("meta"):
             meta_model = Pi05Model(info.sizes)
@@ -135,7 +150,7 @@ class Pi05Engine:
 
             # one compiled variant per (prefix length, chunk, mask presence): allow more than dynamo's default 8
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            self._prefix_kv = torch.compile(self.model.prefix_kv, dynamic=False)
+            self._prefix_kv = _dynamic_length(torch.compile(self.model.prefix_kv))
             if self.kernels == "torch":
                 # compile_mode (e.g. "max-autotune-no-cudagraphs") applies to the denoise step only: that is where
                 # the skinny GEMMs live, and autotuning the whole prefix would cost minutes of start-up
@@ -145,7 +160,7 @@ class Pi05Engine:
 
             self._velocity = TritonExpert(self.model, **(triton_options or {})).velocity
         self._mods: list[list[torch.Tensor]] | None = None
-        self._graphs: dict[Any, Any] = {}
+        self._graphs: GraphCache = GraphCache(max_graphs)
         self._pool = None
 
     def _choose_kernels(self, kernels: str) -> str:
@@ -277,15 +292,16 @@ class Pi05Engine:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             out = fn(**static_inputs)
-        self._graphs[key] = (graph, static_inputs, out)
-        return self._graphs[key]
+        # graphs share one memory pool; that is safe because every replay's outputs are cloned before the next replay
+        return self._graphs.put(key, (graph, static_inputs, out))
 
     def _replay(self, key: Any, fn, inputs: dict[str, torch.Tensor]):
         """Copy ``inputs`` into the static buffers of the graph captured for ``key`` (captured on first use), replay
         it and return its (static) outputs."""
-        if key not in self._graphs:
-            self._capture(key, fn, {k: v.clone() for k, v in inputs.items()})
-        graph, static, out = self._graphs[key]
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._capture(key, fn, {k: v.clone() for k, v in inputs.items()})
+        graph, static, out = entry
         for name, value in inputs.items():
             static[name].copy_(value)
         graph.replay()
@@ -320,6 +336,47 @@ class Pi05Engine:
 
         key = ("denoise", cache.keys.shape[3], tuple(noise.shape), cache.key_mask is not None)
         return self._replay(key, fn, inputs).clone()
+
+
+class GraphCache:
+    """Captured graphs by key, at most ``max_entries``: putting one more drops the least recently used."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Any, entry: Any) -> Any:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[Any]:
+        return list(self._entries)
+
+
+def _dynamic_length(compiled):
+    """Call ``compiled`` (``Pi05Model.prefix_kv`` under torch.compile) with the prompt's length marked dynamic, so one
+    compilation serves every prompt length; everything else stays static."""
+
+    def prefix_kv(images: torch.Tensor, ids: torch.Tensor, key_mask: torch.Tensor | None = None):
+        if ids.shape[1] >= 2:  # sizes 0 and 1 are always specialized
+            torch._dynamo.mark_dynamic(ids, 1)
+            if key_mask is not None:  # its length is 256 per image + the prompt's: related, so "maybe"
+                torch._dynamo.maybe_mark_dynamic(key_mask, 1)
+        return compiled(images, ids, key_mask)
+
+    return prefix_kv
 
 
 def build_model(sizes: ModelSizes, device: torch.device, dtype: torch.dtype) -> Pi05Model:
