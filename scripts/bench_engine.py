@@ -4,13 +4,12 @@ Random full-size weights (SigLIP So400m + gemma_2b + gemma_300m), bf16, batch 1,
 chunk 10 and 50. Variants timed in one run on the same weights:
 
 * ``eager``         -- the engine without CUDA graphs or compile (exact prompt length, torch step): the baseline;
-* ``triton-exact``  -- the engine's default on CUDA + bf16 for a prompt without the state (openpi's pi05_libero):
-                       the prefix compiled once with a dynamic prompt length and captured per exact prompt length
-                       (nothing padded), the denoise loop's step as the Triton kernels of
-                       ``policies/pi05/triton_expert.py`` (one kernel per GEMM / attention / norm, chained by
-                       programmatic dependent launch), all 10 steps in one CUDA graph;
-* ``triton-pad32``  -- the default where the prompt carries the state: the same with the prompt padded to a
-                       multiple of 32 and the padding masked by key (one graph serves prompts of similar length);
+* ``triton-exact``  -- the engine's default on CUDA + bf16: the prefix compiled once with a dynamic prompt length
+                       and captured per exact prompt length (nothing padded), the denoise loop's step as the Triton
+                       kernels of ``policies/pi05/triton_expert.py`` (one kernel per GEMM / attention / norm,
+                       chained by programmatic dependent launch), all 10 steps in one CUDA graph;
+* ``triton-pad32``  -- the same with the prompt padded to a multiple of 32 and the padding masked by key (one graph
+                       serves prompts of similar length: ``pad_multiple=32``, the default before stop 11);
 * ``triton-persistent-pad32`` -- the padded variant with the step as one persistent launch (``schedule="persistent"``);
 * ``graph-pad32`` / ``graph-exact`` -- the torch step compiled by torch.compile instead of the Triton kernels (the
                        previous default), same graphs.

@@ -161,7 +161,7 @@ class Pi05PolicyConfig:
     num_steps: int = 10
     cpu_threads: int | None = 1
     kernels: str = "auto"
-    pad_multiple: int | None = None
+    pad_multiple: int = 1
 
     def __post_init__(self) -> None:
         try:
@@ -177,8 +177,8 @@ class Pi05PolicyConfig:
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")
         _require(self.kernels in KERNELS, f"policy.kernels={self.kernels!r}: allowed are {', '.join(KERNELS)}")
         _require(
-            self.pad_multiple is None or self.pad_multiple >= 1,
-            f"policy.pad_multiple={self.pad_multiple}: must be >= 1 or null (32 with the state in the prompt, else 1)",
+            self.pad_multiple >= 1,
+            f"policy.pad_multiple={self.pad_multiple}: must be >= 1 (1 = exact prompt lengths, nothing padded)",
         )
         _require(
             self.cpu_threads is None or self.cpu_threads >= 1,

@@ -89,7 +89,7 @@ def test_cache_mode_grammar_rejects(text):
         (["policy=constant", "eval.episodes_per_task=51"], "eval.episodes_per_task=51: allowed are 1..50"),
         (["policy=nope"], "unknown policy 'nope'"),
         (["policy=pi05_tiny", "policy.kernels=cuda"], "policy.kernels='cuda': allowed are auto, torch, triton"),
-        (["policy=pi05_tiny", "policy.pad_multiple=0"], "policy.pad_multiple=0: must be >= 1 or null"),
+        (["policy=pi05_tiny", "policy.pad_multiple=0"], "policy.pad_multiple=0: must be >= 1"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, overrides, needle):

@@ -46,19 +46,11 @@ def test_graph_cache_drops_least_recently_used():
     assert cache.keys() == ["a", "c"] and cache.get("b") is None and len(cache) == 2
 
 
-@pytest.mark.parametrize(("state_in_prompt", "expected"), [(True, 32), (False, 1)])
-def test_prompt_padding_follows_the_state_in_the_prompt(state_in_prompt, expected):
-    # a prompt with the state changes length every frame: padded, a few graphs serve it; a fixed prompt runs exact.
+def test_prompts_run_at_their_exact_length_unless_padding_is_asked_for():
     # cuda_graphs=True only decides the padding here: nothing is captured on a CPU engine that never runs
-    engine = tiny_engine("lerobot", load=False, state_in_prompt=state_in_prompt, cuda_graphs=True)
-    assert engine.pad_multiple == expected
-    assert (
-        tiny_engine(
-            "lerobot", load=False, state_in_prompt=state_in_prompt, pad_multiple=8, cuda_graphs=True
-        ).pad_multiple
-        == 8
-    )
-    assert tiny_engine("lerobot", load=False, state_in_prompt=state_in_prompt).pad_multiple == 1  # no graphs: exact
+    assert tiny_engine("lerobot", load=False, cuda_graphs=True).pad_multiple == 1
+    assert tiny_engine("lerobot", load=False, cuda_graphs=True, pad_multiple=32).pad_multiple == 32
+    assert tiny_engine("lerobot", load=False, pad_multiple=32).pad_multiple == 1  # no graphs: nothing to share
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def build_policy(
     num_steps: int = 10,
     cpu_threads: int | None = 1,
     kernels: str = "auto",
-    pad_multiple: int | None = None,
+    pad_multiple: int = 1,
 ):
     """The Hydra ``_target_``: a ``CacheController``-wrapped Pi0.5 policy.
 
@@ -40,8 +40,7 @@ def build_policy(
     ``model_sizes``: JSON size override for checkpoints whose tensors differ from their named variants;
     ``cpu_threads``: torch intra-op CPU threads (None leaves torch's default);
     ``kernels``: the denoise step's implementation, ``torch``, ``triton`` (CUDA, bf16) or ``auto``;
-    ``pad_multiple``: with CUDA graphs, pad prompts to a multiple of this many tokens (None: 32 where the prompt
-    carries the state, else exact lengths);
+    ``pad_multiple``: with CUDA graphs, pad prompts to a multiple of this many tokens (1: exact lengths);
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
     from policies.cache import CacheController

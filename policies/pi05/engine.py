@@ -2,12 +2,12 @@
 
 The engine owns pre/post-processing (camera mapping, resize, prompt, normalization) around ``Pi05Model``. On CUDA it
 replays CUDA graphs for both halves: the prefix graph is keyed by (cameras, prompt length) and the denoise graph by
-prefix length. The prefix is compiled once with a dynamic prompt length, so a new length costs a graph capture
-(~1.5 s on an H100), never a recompile. Where the prompt is fixed per task (no state in it) prompts run at their
-exact length and no padding is computed. Where it carries the discretized state, its length changes from frame to
-frame; there prompts are padded to a multiple of ``pad_multiple`` tokens (default 32), the padding masked by key,
-so a few graphs serve them all (padding cost ~0.8 ms a prefix on an H100: masked attention and slower cuBLAS tiles,
-docs/benchmarks.md). At most ``max_graphs`` graphs are kept, least recently used first out."""
+prefix length. Prompts run at their exact length, so no padding is computed: the prefix is compiled once with a
+dynamic prompt length, and a new length costs two graph captures (~0.1 s on an H100), never a recompile. A prompt
+that carries the discretized state changes length by a few tokens from frame to frame, so each task brings a few
+lengths. ``pad_multiple > 1`` pads prompts to fewer lengths instead, the padding masked by key (on an H100 that cost
+~0.8 ms a prefix: masked attention and slower cuBLAS tiles, docs/benchmarks.md). At most ``max_graphs`` graphs are
+kept, least recently used first out."""
 
 from __future__ import annotations
 
@@ -30,9 +30,6 @@ from policies.pi05.processing import (
     to_uint8,
 )
 
-# prompt padding where the prompt carries the state (its length changes from frame to frame): a 256-bin state of 8
-# values is ~8-24 tokens, so a few multiples of 32 cover an episode
-STATE_PAD_MULTIPLE = 32
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
@@ -91,7 +88,7 @@ class Pi05Engine:
         camera_map: dict[str, str] | None = None,
         num_steps: int | None = None,
         cuda_graphs: bool | None = None,
-        pad_multiple: int | None = None,
+        pad_multiple: int = 1,
         max_graphs: int = 32,
         load: bool = True,
         tokenizer_obj: PromptTokenizer | None = None,
@@ -117,12 +114,10 @@ class Pi05Engine:
             find_tokenizer(tokenizer, info.tokenizer_name), info.max_token_len
         )
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
-        if (pad_multiple is not None and pad_multiple < 1) or max_graphs < 2:
-            raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 (or None: {STATE_PAD_MULTIPLE} with the state "
-                             f"in the prompt, else 1) and max_graphs {max_graphs} >= 2")  # fmt: skip
-        if pad_multiple is None:
-            pad_multiple = STATE_PAD_MULTIPLE if info.state_in_prompt else 1
-        # without graphs every call runs at its exact length anyway: padding would only cost
+        if pad_multiple < 1 or max_graphs < 2:
+            raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 and max_graphs {max_graphs} >= 2 (a prefix and "
+                             "a denoise graph)")  # fmt: skip
+        # without graphs nothing is shared across lengths: padding would only cost
         self.pad_multiple = pad_multiple if self.cuda_graphs else 1
         with torch.device("meta"):
             meta_model = Pi05Model(info.sizes)
