@@ -195,7 +195,6 @@ def bench(args) -> dict:
                     kernels=kernels,
                     triton_options=triton_options,
                 )
-                eng.pad_multiple = pad
                 preps = [Prepared({}, p.images, tok.ids) for p in inputs]
                 iters = args.iters if graphs else args.eager_iters
                 t_first = time.perf_counter()

@@ -143,7 +143,8 @@ class Pi05Engine:
         if self.compiled:
             import torch._dynamo as dynamo
 
-            # one compiled variant per (prefix length, chunk, mask presence): allow more than dynamo's default 8
+            # the prefix compiles per (cameras, mask presence), its length being dynamic; the torch denoise step per
+            # (prefix length, chunk, mask presence): allow more variants than dynamo's default 8
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._prefix_kv = _dynamic_length(torch.compile(self.model.prefix_kv))
             if self.kernels == "torch":
