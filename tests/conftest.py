@@ -15,7 +15,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
-FIXTURES = REPO.parent / "shared" / "fixtures" / "pi05"
+FIXTURES = REPO / "tests" / "fixtures" / "pi05"
 
 
 def tiny_engine(layout: str = "lerobot", **kwargs):

@@ -1,4 +1,4 @@
-"""Parity of the native Pi0.5 engine with LeRobot's PI05 on the shared fixtures (fp32, CPU, <= 1e-5 max abs)."""
+"""Parity of the native Pi0.5 engine with LeRobot's PI05 on tests/fixtures/pi05 (fp32, CPU, <= 1e-5 max abs)."""
 
 from __future__ import annotations
 
