@@ -2,15 +2,21 @@
 
 Layout of a demo file (``np.load(path)``):
     ``<view>_jpeg``     uint8 (total_bytes,): the episode's frames of camera ``view`` (agentview, wrist) as JPEG
-                        images, concatenated; frame t is ``bytes[offsets[t]:offsets[t + 1]]``
-    ``<view>_offsets``  int64 (T + 1,)
+                        images, concatenated; frame i is ``bytes[offsets[i]:offsets[i + 1]]``
+    ``<view>_offsets``  int64 (F + 1,)
+    ``frame_steps``     int64 (F,): the step each frame was observed at (every step, or every n-th with a stride)
     ``state``           float32 (T, 8): eef position, eef axis-angle, gripper qpos, observed before action t
     ``actions``         float32 (T, 7): the actions actually executed (delta EEF, gripper last)
-    ``meta``            0-d str: JSON with instruction, suite, task_id, init_state_index, success, steps, image_size,
-                        jpeg_quality, env_seed, policy, format
+    ``labels``          float32 (T, 7): what the expert commanded at step t: the training target. It differs from
+                        ``actions`` where DART noise perturbed the executed action (``perturbed``)
+    ``perturbed``       bool (T,)
+    ``meta``            0-d str: JSON with instruction, suite, task_id, placement_seed, held_out (the distance to the
+                        nearest evaluation init state), dart settings, success, steps, image_size, jpeg_quality,
+                        policy, format
 
-Frame t is the observation the policy saw before executing action t; the observation after the last action is not
-stored (nothing acted on it). Images are upright (the protocol's orientation), square, ``image_size`` pixels.
+The frame of step t is the observation the policy saw before executing action t; the observation after the last
+action is not stored (nothing acted on it). Images are the model's input pixels: the protocol's observation (upright,
+resized-with-pad) taken to ``image_size`` by the engine's own pre-processing (``policies.pi05.processing``).
 ``manifest.json`` next to the files lists them with their episode keys and counts the failed episodes.
 """
 
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "sim_eval.demo/1"
+FORMAT = "sim_eval.demo/2"
 MANIFEST = "manifest.json"
 VIEWS = ("agentview", "wrist")
 
@@ -44,8 +50,8 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def demo_filename(suite: str, task_id: int, init_state_index: int) -> str:
-    return f"{suite}_task{task_id:02d}_init{init_state_index:03d}.npz"
+def demo_filename(suite: str, task_id: int, placement_seed: int) -> str:
+    return f"{suite}_task{task_id:02d}_seed{placement_seed:06d}.npz"
 
 
 @dataclass
@@ -55,13 +61,17 @@ class Demo:
     meta: dict[str, Any]
     state: np.ndarray
     actions: np.ndarray
+    labels: np.ndarray
+    perturbed: np.ndarray
     frames: dict[str, list[bytes]] = field(default_factory=dict)
+
+    frame_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.actions)
 
     def images(self, view: str) -> np.ndarray:
-        """Decoded frames of ``view``, uint8 (T, H, W, 3)."""
+        """Decoded frames of ``view``, uint8 (F, H, W, 3), frame i observed at step ``frame_steps[i]``."""
         return np.stack([decode_jpeg(b) for b in self.frames[view]])
 
     @property
@@ -77,15 +87,26 @@ class DemoWriter:
         self.frames: dict[str, list[bytes]] = {view: [] for view in VIEWS}
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.perturbed: list[bool] = []
+        self.frame_steps: list[int] = []
 
-    def add(self, obs: dict[str, Any], action: np.ndarray) -> None:
-        for view in VIEWS:
-            image = obs["images"][view]
-            if image.shape[:2] != (self.image_size, self.image_size):
-                raise ValueError(f"{view} image is {image.shape[:2]}, demo image_size is {self.image_size}")
-            self.frames[view].append(encode_jpeg(image, self.jpeg_quality))
+    def add(
+        self, obs: dict[str, Any], action: np.ndarray, label: np.ndarray | None = None, perturbed: bool = False
+    ) -> None:
+        """One step: ``obs`` (images, where this step has a frame, already at ``image_size``), the executed
+        ``action`` and the expert's ``label`` (None: the executed action was the expert's own)."""
+        if "images" in obs:
+            for view in VIEWS:
+                image = obs["images"][view]
+                if image.shape[:2] != (self.image_size, self.image_size):
+                    raise ValueError(f"{view} image is {image.shape[:2]}, demo image_size is {self.image_size}")
+                self.frames[view].append(encode_jpeg(image, self.jpeg_quality))
+            self.frame_steps.append(len(self.actions))
         self.states.append(np.asarray(obs["state"], dtype=np.float32))
         self.actions.append(np.asarray(action, dtype=np.float32))
+        self.labels.append(np.asarray(action if label is None else label, dtype=np.float32))
+        self.perturbed.append(bool(perturbed))
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> Path:
         """Write atomically (temp file, fsync, rename): a killed recorder never leaves a truncated demo."""
@@ -93,6 +114,9 @@ class DemoWriter:
         arrays: dict[str, np.ndarray] = {
             "state": np.stack(self.states),
             "actions": np.stack(self.actions),
+            "labels": np.stack(self.labels),
+            "perturbed": np.asarray(self.perturbed, dtype=bool),
+            "frame_steps": np.asarray(self.frame_steps, dtype=np.int64),
             "meta": np.array(
                 json.dumps(
                     {
@@ -126,7 +150,15 @@ def load_demo(path: str | Path) -> Demo:
         for view in VIEWS:
             blob, offsets = data[f"{view}_jpeg"].tobytes(), data[f"{view}_offsets"]
             frames[view] = [blob[offsets[t] : offsets[t + 1]] for t in range(len(offsets) - 1)]
-        return Demo(meta=meta, state=data["state"].copy(), actions=data["actions"].copy(), frames=frames)
+        return Demo(
+            meta=meta,
+            state=data["state"].copy(),
+            actions=data["actions"].copy(),
+            labels=data["labels"].copy(),
+            perturbed=data["perturbed"].copy(),
+            frames=frames,
+            frame_steps=data["frame_steps"].copy(),
+        )
 
 
 def load_manifest(directory: str | Path) -> dict[str, Any]:

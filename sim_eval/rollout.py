@@ -74,8 +74,13 @@ def run_episode(
     lag_mae: int = 0,
     meta: dict[str, Any] | None = None,
     observer: StepObserver | None = None,
+    placement_seed: int | None = None,
+    held_out_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Run one episode from init state ``episode_index`` and return its record."""
+    """Run one episode from init state ``episode_index`` and return its record. With ``placement_seed`` the episode
+    starts instead from the layout LIBERO's placement sampler draws under that seed (demonstrations: never an
+    evaluation init state: with ``held_out_tolerance`` the env refuses a layout that close to one); ``episode_index``
+    then only names the episode."""
     started = time.perf_counter()
     task = TaskContext(
         suite=suite,
@@ -90,7 +95,8 @@ def run_episode(
         "task_id": task_id,
         "task_language": env.language,
         "episode_index": episode_index,
-        "init_state_index": episode_index,
+        "init_state_index": episode_index if placement_seed is None else None,
+        **({} if placement_seed is None else {"placement_seed": placement_seed}),
         "env_seed": env.env_seed,
         "noise_seed": task.noise_seed,
         **(meta or {}),
@@ -102,7 +108,10 @@ def run_episode(
     }
     lag = LagMAE(lag_mae) if lag_mae > 0 else None
     try:
-        obs, _ = env.reset(options={"init_state_index": episode_index})
+        start = {"init_state_index": episode_index}
+        if placement_seed is not None:
+            start = {"placement_seed": placement_seed, "held_out_tolerance": held_out_tolerance}
+        obs, _ = env.reset(options=start)
         policy.reset(task)
         plan: deque[np.ndarray] = deque()
         success = False

@@ -104,8 +104,12 @@ class LiberoEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self._raw: dict[str, np.ndarray] = {}
+        self._rendering = cameras
         self._steps = 0
         self.init_state_index: int | None = None
+        self.placement_seed: int | None = None
+        self.start_state: np.ndarray | None = None
+        self.held_out = None  # HeldOutCheck of the last placement reset that asked for one
 
     @property
     def n_init_states(self) -> int:
@@ -119,7 +123,7 @@ class LiberoEnv(gym.Env):
     def _observe(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
         self._raw = raw
         obs: dict[str, Any] = {"state": libero_state(raw), "instruction": self.language}
-        if self.cameras:
+        if self.cameras and self._rendering:
             obs["images"] = {
                 view: resize_with_pad(upright(raw[camera]), self.image_size) for view, camera in CAMERAS.items()
             }
@@ -130,28 +134,84 @@ class LiberoEnv(gym.Env):
             obs["privileged"] = privileged_observation(self.sim)
         return obs
 
+    def set_rendering(self, enabled: bool) -> None:
+        """Render the cameras on the following steps or not (a recorder that keeps every n-th frame skips the rest,
+        the costliest part of a step on a CPU). Off, observations carry no ``images``. Only the render is skipped:
+        robosuite still samples its camera observables on their own schedule, so a frame rendered after
+        re-enabling is pixel for pixel the one an always-on env gives."""
+        if not self.cameras:
+            raise ValueError("set_rendering: this env was built without cameras")
+        self._rendering = bool(enabled)
+
+    def _gate_camera_sensors(self) -> None:
+        """Wrap each camera observable's sensor so that it renders only while ``_rendering`` (robosuite rebuilds the
+        sensors at every hard reset, so this runs after each one)."""
+        env = self._env.env
+        for camera in CAMERAS.values():
+            real = env._observables[camera]._sensor
+            blank = np.zeros((1, 1, 3), np.uint8)
+
+            def sensor(cache, real=real, blank=blank):
+                return real(cache) if self._rendering else blank
+
+            sensor.__modality__ = getattr(real, "__modality__", "image")
+            env._observables[camera]._sensor = sensor
+
     def frames(self) -> dict[str, np.ndarray]:
         """The last renders of both cameras, upright, at render size (what videos show)."""
         return {view: upright(self._raw[camera]) for view, camera in CAMERAS.items()} if self.cameras else {}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode from LIBERO's fixed init state ``options["init_state_index"]`` (what the evaluator
+        scores on) or, with ``options["placement_seed"]``, from a fresh layout that LIBERO's own placement sampler
+        draws under that seed (what demonstrations start from, so they never share the evaluation's layouts)."""
         super().reset(seed=seed)
-        options = options or {}
+        options = options or {}  # init_state_index | placement_seed (+ held_out_tolerance, metres)
+        placement = options.get("placement_seed")
         index = options.get("init_state_index")
-        if index is None:
+        if placement is not None and index is not None:
+            raise ValueError("reset: give init_state_index or placement_seed, not both")
+        if placement is None and index is None:
             index = int(self.np_random.integers(self.n_init_states))
-        if not 0 <= int(index) < self.n_init_states:
+        if index is not None and not 0 <= int(index) < self.n_init_states:
             raise ValueError(f"init_state_index={index}: allowed are 0..{self.n_init_states - 1}")
-        self.init_state_index = int(index)
+        self.init_state_index = None if index is None else int(index)
+        self.placement_seed = None if placement is None else int(placement)
         # Seeding before every reset makes an episode independent of what the process ran before (resume, shards).
-        self._env.seed(self.env_seed if seed is None else seed)
-        self._env.reset()
-        raw = self._env.set_init_state(self.init_states[self.init_state_index])
+        self._env.seed(self.placement_seed if placement is not None else self.env_seed if seed is None else seed)
+        raw = self._env.reset()
+        if self.cameras:
+            self._gate_camera_sensors()
+        if self.init_state_index is not None:
+            raw = self._env.set_init_state(self.init_states[self.init_state_index])
+        # the layout the episode starts from, before the wait steps (init states are stored at that point too)
+        self.start_state = np.asarray(self._env.get_sim_state(), dtype=np.float64).copy()
+        self.held_out = None
+        if self.placement_seed is not None and options.get("held_out_tolerance") is not None:
+            self.held_out = self._check_held_out(float(options["held_out_tolerance"]))
         for _ in range(self.num_wait_steps):
             raw, _, _, _ = self._env.step(self.wait_action)
         self._steps = 0
-        info = {"init_state_index": self.init_state_index, "success": bool(self._env.check_success())}
+        info = {
+            "init_state_index": self.init_state_index,
+            "placement_seed": self.placement_seed,
+            "success": bool(self._env.check_success()),
+        }
         return self._observe(raw), info
+
+    def _check_held_out(self, tolerance_m: float):
+        """Refuse (``HeldOutViolation``) a start layout within ``tolerance_m`` of any evaluation init state."""
+        from sim_eval.envs.layouts import HeldOutViolation, check_held_out, free_joint_qpos_addresses
+
+        check = check_held_out(
+            self.start_state, self.init_states, free_joint_qpos_addresses(self.sim.sim.model._model), tolerance_m
+        )
+        if not check.held_out:
+            raise HeldOutViolation(
+                f"placement seed {self.placement_seed}: start layout is {check.distance_m:.4f} m from evaluation init "
+                f"state {check.nearest_init_state} of task {self.task_id} (tolerance {tolerance_m} m)"
+            )
+        return check
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
@@ -195,3 +255,26 @@ class EnvPerTask:
         if self._env is not None:
             self._env.close()
         self._env, self._task = None, None
+
+
+class EveryNthFrame:
+    """A ``LiberoEnv`` that renders only the observations of steps 0, n, 2n, ... (the others carry no ``images``): a
+    recorder keeping every n-th frame pays for 1/n of the renders, and the frames it keeps are the same pixels."""
+
+    def __init__(self, env: LiberoEnv, n: int):
+        if n < 1:
+            raise ValueError(f"frame stride {n}: must be >= 1")
+        self.env, self.n, self._t = env, int(n), 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def reset(self, **kwargs):
+        self.env.set_rendering(True)
+        self._t = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self._t += 1
+        self.env.set_rendering(self._t % self.n == 0)
+        return self.env.step(action)
