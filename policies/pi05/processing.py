@@ -39,6 +39,12 @@ def to_uint8(image01) -> np.ndarray:
     return (image01.permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(dtype=__import__("torch").uint8).numpy()
 
 
+def model_input_u8(image: np.ndarray, size: int) -> np.ndarray:
+    """The uint8 (size, size, 3) picture a model of input ``size`` sees of ``image``: what the engine's ``prepare``
+    computes (and the adaptive refresh compares), and what demonstrations are recorded as."""
+    return to_uint8(resize_with_pad(image, size))
+
+
 # ------------------------------------------------------------------------------------------------------------ prompt
 def clean_task(task: str) -> str:
     return task.strip().replace("_", " ").replace("\n", " ")
@@ -79,9 +85,10 @@ class PromptTokenizer:
         return self._cache[key]
 
 
-def find_tokenizer(configured: str | None, hf_name: str | None) -> Path:
-    """Locate ``tokenizer.model`` offline: a configured file or directory, the Hugging Face cache of ``hf_name``
-    (default PaliGemma), then openpi's cache. Raises ValueError naming every place looked at."""
+def find_tokenizer(configured: str | None, hf_name: str | None, checkpoint_dir: Path | None = None) -> Path:
+    """Locate ``tokenizer.model`` offline: a configured file or directory; ``hf_name`` as a directory inside the
+    checkpoint (a checkpoint that ships its own tokenizer) or on disk; the Hugging Face cache of ``hf_name`` (default
+    PaliGemma); then openpi's cache. Raises ValueError naming every place looked at."""
     tried: list[str] = []
     if configured:
         p = Path(configured).expanduser()
@@ -92,7 +99,12 @@ def find_tokenizer(configured: str | None, hf_name: str | None) -> Path:
             f"tokenizer {configured!r} not found (expected a SentencePiece tokenizer.model or a directory holding one)"
         )
     names = [n for n in (hf_name, DEFAULT_HF_TOKENIZER) if n and "/" in n and not Path(n).is_dir()]
-    local = [Path(n) for n in (hf_name,) if n and Path(n).is_dir()]
+    local = (
+        [Path(checkpoint_dir) / hf_name]
+        if hf_name and checkpoint_dir and (Path(checkpoint_dir) / hf_name).is_dir()
+        else []
+    )
+    local += [Path(n) for n in (hf_name,) if n and Path(n).is_dir()]
     for d in local:
         tried.append(str(d / "tokenizer.model"))
         if (d / "tokenizer.model").is_file():
@@ -148,6 +160,22 @@ class Normalizer:
         if self.state_mode == "MEAN_STD":
             return (x - s["mean"][: x.shape[-1]]) / (s["std"][: x.shape[-1]] + np.float32(self.eps))
         q01, q99 = s["q01"][: x.shape[-1]], s["q99"][: x.shape[-1]]
+        if self.formula == "openpi":
+            return (x - q01) / (q99 - q01 + np.float32(1e-6)) * np.float32(2.0) - np.float32(1.0)
+        denom = q99 - q01
+        denom = np.where(denom == 0, np.float32(self.eps), denom).astype(np.float32)
+        return np.float32(2.0) * (x - q01) / denom - np.float32(1.0)
+
+    def normalize_actions(self, x: np.ndarray) -> np.ndarray:
+        """The inverse of ``unnormalize_actions`` (what a training target is)."""
+        x = np.asarray(x, dtype=np.float32)
+        a = self.action
+        d = x.shape[-1]
+        if self.action_mode == "IDENTITY":
+            return x
+        if self.action_mode == "MEAN_STD":
+            return (x - a["mean"][:d]) / (a["std"][:d] + np.float32(self.eps))
+        q01, q99 = a["q01"][:d], a["q99"][:d]
         if self.formula == "openpi":
             return (x - q01) / (q99 - q01 + np.float32(1e-6)) * np.float32(2.0) - np.float32(1.0)
         denom = q99 - q01
