@@ -111,7 +111,7 @@ class Pi05Engine:
         self.key_to_view = {k: v for v, k in self.camera_map.items()}
         self.normalizer = Normalizer(info.norm)
         self.tokenizer = tokenizer_obj or PromptTokenizer(
-            find_tokenizer(tokenizer, info.tokenizer_name), info.max_token_len
+            find_tokenizer(tokenizer, info.tokenizer_name, info.path), info.max_token_len
         )
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if pad_multiple < 1 or max_graphs < 2:

@@ -287,12 +287,15 @@ class Pi05Model(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------ prefix
     def embed_prefix(self, images: Tensor, tokens: Tensor) -> Tensor:
-        """images (n_cam, 3, H, W) of the present cameras only, tokens (1, T) valid ids (plus any padding) ->
-        (1, n_cam*256 + T, width): image tokens (projected, not scaled) then scaled token embeddings."""
+        """images (n_cam, 3, H, W) of the present cameras only (batch 1) or (B, n_cam, 3, H, W), tokens (B, T) valid
+        ids (plus any padding) -> (B, n_cam*image_tokens + T, width): image tokens (projected, not scaled) then
+        scaled token embeddings."""
         parts = []
-        if images.shape[0] > 0:
-            img = self.projector(self.vision(images))  # (n_cam, 256, width)
-            parts.append(img.reshape(1, -1, img.shape[-1]))
+        batched = images.dim() == 5
+        b = images.shape[0] if batched else 1
+        if images.shape[-4] > 0:
+            img = self.projector(self.vision(images.flatten(0, 1) if batched else images))  # (b*n_cam, tokens, w)
+            parts.append(img.reshape(b, -1, img.shape[-1]))
         emb = self.llm.embed_tokens(tokens)
         scale = self.embed_scale if self.embed_scale is not None else self.rounded_embed_scale(emb.dtype)
         parts.append(emb * scale)

@@ -1,0 +1,118 @@
+"""Training the small Pi0.5 on CPU: a tiny config on a shipped recorded subset (``tests/fixtures/training_set``,
+two real demonstrations exported by ``python -m sim_eval.export``) learns, and the LeRobot checkpoint it writes
+loads through the engine's ordinary path and reproduces the training model's own sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+DATA = REPO / "tests" / "fixtures" / "training_set"
+TINY = [
+    "model.vision.width=32", "model.vision.depth=1", "model.vision.num_heads=2", "model.vision.mlp_dim=64",
+    "model.vlm.width=32", "model.vlm.depth=2", "model.vlm.mlp_dim=64", "model.vlm.num_heads=2", "model.vlm.head_dim=16",
+    "model.expert.width=32", "model.expert.depth=2", "model.expert.mlp_dim=64", "model.expert.num_heads=2",
+    "model.expert.head_dim=16",
+]  # fmt: skip
+
+
+def _config(out: Path, steps: int, **extra):
+    from hydra import compose, initialize_config_dir
+
+    from sim_eval.training.config import register_train_config
+
+    register_train_config()
+    overrides = [f"data={DATA}", f"out={out}", f"optim.steps={steps}", "optim.warmup=5", "optim.batch_size=32",
+                 "optim.lr=1e-3", f"save_at=[{steps}]", "log_every=10", "device=cpu", *TINY]  # fmt: skip
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from sim_eval.training.train import train
+
+    out = tmp_path_factory.mktemp("train")
+    cfg = _config(out, steps=60, checkpoint_dtype="float32")
+    metrics = train(cfg, out, progress=False)
+    return cfg, out, metrics
+
+
+def test_training_set_round_trip():
+    from sim_eval.training.dataset import TrainingSet
+
+    data = TrainingSet.load(DATA)
+    meta = data.meta
+    assert meta["episodes"] == 2 and meta["held_out"]["min_distance_m"] > meta["held_out"]["tolerance_m"]
+    frames = meta["frames"]
+    for view in ("agentview", "wrist"):
+        assert data.images[view].shape == (frames, 128, 128, 3) and data.images[view].dtype == np.uint8
+    chunks, valid = data.action_chunks(10)
+    assert chunks.shape == (frames, 10, 7) and valid[:, 0].all() and not valid.all()  # episode ends are masked
+    ends = data.arrays["step_start"][1:] - 1
+    last = data.arrays["frame_step"] == ends[0] - (ends[0] % meta["frame_stride"])
+    np.testing.assert_array_equal(chunks[last][0, -1], data.arrays["labels"][ends[0]])  # padded with the last label
+    assert set(data.frame_tasks()) == {0, 1}
+
+
+def test_a_tiny_config_learns(trained):
+    _, out, metrics = trained
+    history = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert len(history) == 6 and (out / "loss.png").stat().st_size > 1000
+    assert np.mean([h["loss"] for h in history[-2:]]) < 0.8 * np.mean([h["loss"] for h in history[:2]])
+    assert metrics["checkpoints"] == [str(out / "checkpoints" / "step_000060")]
+
+
+def test_checkpoint_loads_through_the_engine_and_matches_the_training_sampler(trained):
+    from policies.pi05.engine import load_engine
+    from policies.pi05.model import Pi05Model
+    from sim_eval.training.flow import sample_actions
+    from sim_eval.training.train import model_sizes
+
+    cfg, out, _ = trained
+    ckpt = out / "checkpoints" / "step_000060"
+    engine = load_engine(str(ckpt), device="cpu", dtype="float32")  # tokenizer, sizes, stats: all from the directory
+    assert engine.info.sizes.vision.image_size == 128 and engine.info.sizes.vision.patch_size == 16
+    assert engine.info.chunk_size == 10 and not engine.info.state_in_prompt
+    # the training model's own view of the same weights
+    model = Pi05Model(model_sizes(cfg.model, engine.info.sizes.vocab_size))
+    from safetensors.torch import load_file
+
+    from policies.pi05.checkpoint import map_key
+
+    weights = {map_key(k[len("model.") :]): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    model.load_state_dict(weights)
+    model.eval()
+    rng = np.random.default_rng(0)
+    obs = {
+        "images": {v: rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for v in ("agentview", "wrist")},
+        "state": np.zeros(8, np.float32),
+        "instruction": "pick up the cream cheese and place it in the basket",
+    }
+    noise = engine.sample_noise(torch.Generator().manual_seed(3))
+    prep = engine.prepare(obs)
+    got = engine.denoise(engine.encode_prefix(prep), noise)
+    tokens = torch.tensor([prep.tokens])
+    want = sample_actions(model, prep.images, tokens, noise)[0, :10, :7].numpy()
+    np.testing.assert_allclose(got, engine.normalizer.unnormalize_actions(want), atol=1e-5, rtol=0)
+    # the tokenizer is the checkpoint's own: BOS, the instruction's words, the line break
+    assert prep.tokens[0] == 2 and len(prep.tokens) == 1 + len(obs["instruction"].split()) + 1
+
+
+def test_train_cli_rejects_bad_input_in_one_line(tmp_path):
+    for args, message in (
+        ([f"data={tmp_path}"], "not a training set"),
+        ([f"data={DATA}", "model.vision.patch_size=15"], "must be a multiple of patch_size=15"),
+        ([f"data={DATA}", "model.expert.depth=3"], "model.vlm.depth and model.expert.depth must be equal"),
+    ):
+        result = run_cli(args, cwd=tmp_path, module="sim_eval.train", timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
