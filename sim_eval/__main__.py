@@ -67,7 +67,11 @@ def main(cfg: DictConfig) -> dict:
         group=str(sweep_dir) if sweep_dir else str(run_dir),
         run_dir=str(run_dir),
     )
-    return evaluate(run, cfg, run_dir, logger, policy=policy)
+    summary = evaluate(run, cfg, run_dir, logger, policy=policy)
+    from sim_eval.app import closing_summary
+
+    print(closing_summary(run, run_dir), flush=True)
+    return summary
 
 
 def cli() -> None:

@@ -55,8 +55,10 @@ def build_policy(policy_cfg: DictConfig | dict):
 
 def run_meta(run: RunConfig) -> dict[str, Any]:
     """What every record of this run says about how it was run."""
+    checkpoint = getattr(run.policy, "checkpoint", None)
     return {
         "policy": run.policy.name,
+        **({"checkpoint": str(checkpoint)} if checkpoint is not None else {}),
         "cache_mode": run.policy.cache_mode,
         "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
         "shard": dataclasses.asdict(run.eval.shard),
@@ -193,3 +195,28 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     summary = write_summary(run_dir, records)
     logger.finish(summary, records)
     return summary
+
+
+def closing_summary(run: RunConfig, run_dir: Path) -> str:
+    """What a finished run prints: which model and mode, success with its Wilson interval, latency per inference kind,
+    how often the prefix was recomputed, where the records are and the next command. Derived from the records."""
+    from sim_eval.analysis.stats import latency_by_kind, refresh_stats, wilson_interval
+    from sim_eval.records import dedupe, summarize
+
+    records = dedupe(read_records(run_dir / EPISODES_FILE))
+    overall = summarize(records)["overall"]
+    model = getattr(run.policy, "checkpoint", None)
+    lines = [f"{run.suite.name} {run.policy.name}:{run.policy.cache_mode}" + (f" ({model})" if model else "")]
+    n, k = overall["finished"], overall["successes"]
+    if n:
+        lo, hi = wilson_interval(k, n)
+        lines.append(f"  success {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}), {overall['errors']} crashed")
+    else:
+        lines.append(f"  no episode finished ({overall['errors']} crashed)")
+    latency = latency_by_kind(records)
+    kinds = [f"{kind} {latency[kind]['p50']:.1f} ms" for kind in ("full", "cached", "forced") if latency[kind]["n"]]
+    if kinds:
+        refresh = refresh_stats(records)
+        lines.append(f"  latency p50: {', '.join(kinds)}; full prefix on {refresh['full_fraction']:.0%} of inferences")
+    lines.append(f"  records: {run_dir / EPISODES_FILE}; report: python -m sim_eval.report {run_dir}")
+    return "\n".join(lines)
