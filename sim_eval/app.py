@@ -29,7 +29,7 @@ log = logging.getLogger("sim_eval")
 def plan_episodes(run: RunConfig) -> list[tuple[int, int]]:
     """This shard's (task_id, episode_index) pairs: the full task-major list cut into ``count`` contiguous blocks,
     so a shard reuses one simulator per task and every pair lands in exactly one shard."""
-    pairs = [(task, episode) for task in run.task_ids for episode in range(run.episodes_per_task)]
+    pairs = [(task, episode) for task in run.task_ids for episode in run.episode_indices]
     index, count = run.eval.shard.index, run.eval.shard.count
     return pairs[len(pairs) * index // count : len(pairs) * (index + 1) // count]
 

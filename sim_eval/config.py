@@ -94,6 +94,7 @@ class ShardConfig:
 class EvalConfig:
     tasks: list[int] | None = None  # None = every task of the suite
     episodes_per_task: int | None = None  # None = protocol.trials_per_task
+    first_episode: int = 0  # episodes first_episode .. first_episode + episodes_per_task - 1 (init state = episode)
     max_steps: int | None = None  # overrides the protocol's per-suite step limit (short test runs)
     video: str = "none"
     video_fps: int = 20
@@ -110,6 +111,7 @@ class EvalConfig:
             f"eval.episodes_per_task={self.episodes_per_task}: must be >= 1",
         )
         _require(self.max_steps is None or self.max_steps >= 1, f"eval.max_steps={self.max_steps}: must be >= 1")
+        _require(self.first_episode >= 0, f"eval.first_episode={self.first_episode}: must be >= 0")
         _require(self.num_workers >= 0, f"eval.num_workers={self.num_workers}: must be >= 0")
         _require(self.lag_mae >= 0, f"eval.lag_mae={self.lag_mae}: must be >= 0")
         _require(self.video_fps >= 1, f"eval.video_fps={self.video_fps}: must be >= 1")
@@ -139,8 +141,8 @@ class RefreshConfig:
 
 
 PI05_HOWTO = (
-    "policy=pi05 needs policy.checkpoint=PATH to a LeRobot- or openpi-format Pi0.5 directory "
-    "(e.g. a local copy of lerobot/pi05_libero, or ../shared/fixtures/pi05/tiny_lerobot for a tiny random test model)"
+    "policy.checkpoint=PATH names a LeRobot- or openpi-format Pi0.5 directory (e.g. a local copy of "
+    "lerobot/pi05_libero); without it policy=pi05 runs the embedded small model (checkpoints/pi05_small_libero)"
 )
 
 
@@ -184,7 +186,8 @@ class Pi05PolicyConfig:
             self.cpu_threads is None or self.cpu_threads >= 1,
             f"policy.cpu_threads={self.cpu_threads}: must be >= 1 or null (torch's default)",
         )
-        _require(self.checkpoint is not None, PI05_HOWTO)
+        if self.checkpoint is None:  # the embedded default (records name the resolved path)
+            self.checkpoint = str(embedded_checkpoint())
         path = os.path.expanduser(str(self.checkpoint))
         _require(os.path.isdir(path), f"policy.checkpoint={self.checkpoint!r}: no such directory; {PI05_HOWTO}")
         _check_pi05_checkpoint(path)
@@ -192,6 +195,13 @@ class Pi05PolicyConfig:
     @property
     def cache_mode(self) -> str:
         return CacheMode.parse(self.cache).name
+
+
+def embedded_checkpoint():
+    """The shipped small Pi0.5 (``checkpoints/pi05_small_libero``)."""
+    from checkpoints import path
+
+    return path()
 
 
 def _check_pi05_checkpoint(path: str) -> None:
@@ -260,12 +270,16 @@ class RunConfig:
             _require(len(self.eval.tasks) > 0, f"eval.tasks is empty: {allowed}")
             for task in self.eval.tasks:
                 _require(0 <= task < self.suite.n_tasks, f"eval.tasks has task id {task}: {allowed}")
-        if isinstance(self.protocol, ProtocolConfig) and self.eval.episodes_per_task is not None:
+        if isinstance(self.protocol, ProtocolConfig):
             # Init state i drives episode i; LIBERO ships one init state per protocol trial.
-            _require(
-                self.eval.episodes_per_task <= self.protocol.trials_per_task,
-                f"eval.episodes_per_task={self.eval.episodes_per_task}: allowed are 1..{self.protocol.trials_per_task}",
-            )
+            trials, first = self.protocol.trials_per_task, self.eval.first_episode
+            _require(first < trials, f"eval.first_episode={first}: allowed are 0..{trials - 1}")
+            if self.eval.episodes_per_task is not None:
+                _require(
+                    first + self.eval.episodes_per_task <= trials,
+                    f"eval.episodes_per_task={self.eval.episodes_per_task}: allowed are 1..{trials - first}"
+                    + (f" from eval.first_episode={first}" if first else ""),
+                )
 
     @property
     def task_ids(self) -> list[int]:
@@ -273,7 +287,11 @@ class RunConfig:
 
     @property
     def episodes_per_task(self) -> int:
-        return self.eval.episodes_per_task or self.protocol.trials_per_task
+        return self.eval.episodes_per_task or self.protocol.trials_per_task - self.eval.first_episode
+
+    @property
+    def episode_indices(self) -> range:
+        return range(self.eval.first_episode, self.eval.first_episode + self.episodes_per_task)
 
     @property
     def max_steps(self) -> int:

@@ -13,7 +13,7 @@ from sim_eval.config import SUITE_TASKS, ConfigError, validate
 
 def test_default_protocol_is_openpis():
     run = validate(compose(["policy=constant"]))
-    assert run.suite.name == "libero_spatial"
+    assert run.suite.name == "libero_object"  # the suite the embedded model was trained on
     assert run.protocol.name == "openpi"
     assert run.protocol.max_steps == {
         "libero_spatial": 220,
@@ -25,7 +25,7 @@ def test_default_protocol_is_openpis():
     assert (run.protocol.env_seed, run.protocol.num_wait_steps, run.protocol.replan_steps) == (7, 10, 5)
     assert list(run.protocol.wait_action) == [0, 0, 0, 0, 0, 0, -1]
     assert run.protocol.trials_per_task == 50 and run.episodes_per_task == 50
-    assert run.task_ids == list(range(10)) and run.max_steps == 220
+    assert run.task_ids == list(range(10)) and run.max_steps == 280
 
 
 def test_lerobot_preset_changes_only_spatial_steps():
@@ -56,6 +56,23 @@ def test_cache_mode_and_refresh_keys_compose():
     assert run.task_ids == [0, 3] and run.episodes_per_task == 5 and run.max_steps == 520
 
 
+def test_first_episode_selects_a_block_of_init_states():
+    from sim_eval.app import plan_episodes
+
+    run = validate(compose(["policy=constant", "eval.tasks=[2]", "eval.first_episode=40", "eval.episodes_per_task=3"]))
+    assert plan_episodes(run) == [(2, 40), (2, 41), (2, 42)]
+    rest = validate(compose(["policy=constant", "eval.tasks=[2]", "eval.first_episode=45"]))
+    assert plan_episodes(rest) == [(2, e) for e in range(45, 50)]
+
+
+def test_default_policy_is_the_embedded_checkpoint():
+    import checkpoints
+
+    run = validate(compose([]))
+    assert run.policy.name == "pi05" and run.policy.checkpoint == str(checkpoints.path())
+    assert (checkpoints.path() / "model.safetensors").is_file()  # shipped in the repository, not fetched
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("full", ("full", 1)), ("cache2", ("cache", 2)), ("cache10", ("cache", 10)), ("adaptive3", ("adaptive", 3))],
@@ -78,15 +95,19 @@ def test_cache_mode_grammar_rejects(text):
         (["policy=constant", "suite=libero_spatial,libero_bar"], "unknown suite 'libero_bar'"),
         (["policy.cache=adaptiv3", f"policy.checkpoint={FIXTURES / 'tiny_lerobot'}"], "invalid cache mode 'adaptiv3'"),
         (["policy.cache=cache0", f"policy.checkpoint={FIXTURES / 'tiny_lerobot'}"], "invalid cache mode 'cache0'"),
-        (["policy=constant", "eval.tasks=[12]"], "task id 12: allowed are 0..9 for libero_spatial"),
+        (["policy=constant", "eval.tasks=[12]"], "task id 12: allowed are 0..9 for libero_object"),
         (["policy=constant", "suite=libero_90", "eval.tasks=[90]"], "task id 90: allowed are 0..89 for libero_90"),
         (["policy=constant", "eval.tasks=[-1]"], "task id -1"),
-        ([], "policy=pi05 needs policy.checkpoint=PATH"),
         (["policy.checkpoint=/no/such/ckpt"], "policy.checkpoint='/no/such/ckpt': no such directory"),
         (["policy=constant", "eval.video=sometimes"], "eval.video='sometimes': allowed are all, failures, none"),
         (["policy=constant", "eval.shard.index=3", "eval.shard.count=3"], "eval.shard.index=3: allowed are 0..2"),
         (["policy=constant", "logger.mode=loud"], "logger.mode='loud': allowed are online, offline, disabled"),
         (["policy=constant", "eval.episodes_per_task=51"], "eval.episodes_per_task=51: allowed are 1..50"),
+        (["policy=constant", "eval.first_episode=50"], "eval.first_episode=50: allowed are 0..49"),
+        (
+            ["policy=constant", "eval.first_episode=40", "eval.episodes_per_task=11"],
+            "eval.episodes_per_task=11: allowed are 1..10 from eval.first_episode=40",
+        ),
         (["policy=nope"], "unknown policy 'nope'"),
         (["policy=pi05_tiny", "policy.kernels=cuda"], "policy.kernels='cuda': allowed are auto, torch, triton"),
         (["policy=pi05_tiny", "policy.pad_multiple=0"], "policy.pad_multiple=0: must be >= 1"),
