@@ -116,3 +116,37 @@ def test_train_cli_rejects_bad_input_in_one_line(tmp_path):
         result = run_cli(args, cwd=tmp_path, module="sim_eval.train", timeout=120)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_several_noise_draws_per_prefix_average_the_single_draw_losses():
+    """With k draws per prefix, the loss is the mean over the k draws: duplicating one draw k times gives the
+    one-draw loss, and two different draws give the mean of their one-draw losses."""
+    from policies.pi05.model import Pi05Model
+    from sim_eval.training.config import ModelConfig
+    from sim_eval.training.flow import flow_matching_loss, init_weights
+    from sim_eval.training.train import model_sizes
+
+    cfg = _config(Path("/unused"), steps=1).model
+    assert isinstance(cfg, ModelConfig)
+    model = init_weights(Pi05Model(model_sizes(cfg, 32)), 0)
+    for p in model.parameters():  # away from the adaLN-zero start, so every input matters
+        p.data += 0.05 * torch.randn_like(p)
+    g = torch.Generator().manual_seed(0)
+    b, chunk = 3, cfg.chunk_size
+    images = torch.rand(b, 2, 3, 128, 128, generator=g) * 2 - 1
+    tokens = torch.randint(4, 32, (b, 6), generator=g)
+    mask = torch.ones(b, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    actions = torch.rand(b, chunk, 7, generator=g) * 2 - 1
+    valid = torch.ones(b, chunk, dtype=torch.bool)
+    noise = [torch.randn(b, chunk, 32, generator=g) for _ in range(2)]
+    t = [torch.rand(b, generator=g) for _ in range(2)]
+    single = [
+        flow_matching_loss(model, images, tokens, mask, actions, valid, n, tt) for n, tt in zip(noise, t, strict=True)
+    ]
+    same = flow_matching_loss(model, images, tokens, mask, actions, valid, noise[0].repeat_interleave(2, 0),
+                              t[0].repeat_interleave(2, 0))  # fmt: skip
+    both = flow_matching_loss(model, images, tokens, mask, actions, valid,
+                              torch.stack(noise, 1).flatten(0, 1), torch.stack(t, 1).flatten(0, 1))  # fmt: skip
+    torch.testing.assert_close(same, single[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(both, (single[0] + single[1]) / 2, rtol=1e-5, atol=1e-6)

@@ -73,6 +73,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    noise_samples: int = 1  # (noise, time) draws per prefix and step
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"optim.steps={self.steps}: must be >= 1")
@@ -81,6 +82,7 @@ class OptimConfig:
         _require(0 <= self.warmup < self.steps or self.steps == 1, f"optim.warmup={self.warmup}: must be < steps")
         _require(0.0 <= self.ema_decay < 1.0, f"optim.ema_decay={self.ema_decay}: allowed are [0, 1)")
         _require(len(self.betas) == 2, f"optim.betas={list(self.betas)}: needs 2 values")
+        _require(self.noise_samples >= 1, f"optim.noise_samples={self.noise_samples}: must be >= 1")
 
 
 @dataclass
@@ -109,6 +111,7 @@ class TrainConfig:
     save_at: list[int] = field(default_factory=lambda: [5000, 10000, 15000, 20000])  # EMA checkpoints at these steps
     checkpoint_dtype: str = "bfloat16"  # storage dtype of the written weights (the engine casts to its own)
     log_every: int = 50
+    time_limit_s: float | None = None  # stop (saving the EMA weights) once training has run this long
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -73,13 +73,19 @@ def flow_matching_loss(
     """Mean squared error of the predicted velocity against ``noise - actions`` over real action dims and valid steps.
 
     actions (B, chunk, D) normalized (D <= max_action_dim; the rest is padded with zeros), action_mask (B, chunk),
-    noise (B, chunk, max_action_dim), t (B,)."""
+    noise (B*k, chunk, max_action_dim) and t (B*k,): with k > 1 every prefix is denoised from k (noise, time) draws
+    (the prefix is the costly part, the expert cheap: k draws give the expert k times the supervision)."""
+    keys, values, key_mask = prefix_kv(model, images, tokens, token_mask)
+    k = noise.shape[0] // actions.shape[0]
+    if k > 1:
+        keys, values = keys.repeat_interleave(k, dim=1), values.repeat_interleave(k, dim=1)
+        key_mask = key_mask.repeat_interleave(k, dim=0)
+        actions, action_mask = actions.repeat_interleave(k, dim=0), action_mask.repeat_interleave(k, dim=0)
     b, chunk, d = actions.shape
     padded = torch.zeros(b, chunk, model.sizes.max_action_dim, device=actions.device, dtype=actions.dtype)
     padded[..., :d] = actions
     x_t = t[:, None, None] * noise + (1.0 - t[:, None, None]) * padded
     target = noise - padded
-    keys, values, key_mask = prefix_kv(model, images, tokens, token_mask)
     n_valid = (key_mask.sum(dim=1, keepdim=True)).to(torch.long)  # (B, 1): first action position per sample
     mods = model.time_modulations(t)
     v = model.velocity(keys, values, key_mask, n_valid, x_t, mods)

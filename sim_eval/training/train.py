@@ -157,6 +157,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     gen = torch.Generator().manual_seed(cfg.seed)
     n_frames, bsz = len(frames), cfg.optim.batch_size
 
+    stopped_at = None  # the step a time limit ended training at, if one did
     history: list[dict[str, float]] = []
     window: list[torch.Tensor] = []
     saved: list[str] = []
@@ -170,8 +171,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
         idx = torch.randint(0, n_frames, (bsz,), generator=gen).to(device)
         images = augment(frames[idx], cfg.augment, gen)
         task = frame_task[idx]
-        noise = torch.randn((bsz, cfg.model.chunk_size, sizes.max_action_dim), generator=gen).to(device)
-        t = sample_time(bsz, gen).to(device)
+        draws = bsz * cfg.optim.noise_samples
+        noise = torch.randn((draws, cfg.model.chunk_size, sizes.max_action_dim), generator=gen).to(device)
+        t = sample_time(draws, gen).to(device)
         with autocast:
             loss = loss_fn(model, images, tokens[task], token_mask[task], actions[idx], valid[idx], noise, t)
         opt.zero_grad(set_to_none=True)
@@ -191,13 +193,18 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
             log_file.write(json.dumps(entry) + "\n")
             log_file.flush()
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.1e}")
-        if step in cfg.save_at:
+        out_of_time = cfg.time_limit_s is not None and time.perf_counter() - started > cfg.time_limit_s
+        if step in cfg.save_at or out_of_time:
             saved.append(str(save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step)))
+        if out_of_time:
+            stopped_at = step
+            break
     bar.close()
     log_file.close()
     plot_loss(history, out / "loss.png")
     metrics = {
-        "steps": cfg.optim.steps,
+        "steps": stopped_at or cfg.optim.steps,
+        "stopped_by_time_limit": stopped_at is not None,
         "params": n_params,
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": history[-1]["loss"] if history else None,
