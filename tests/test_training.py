@@ -150,3 +150,13 @@ def test_several_noise_draws_per_prefix_average_the_single_draw_losses():
                               torch.stack(noise, 1).flatten(0, 1), torch.stack(t, 1).flatten(0, 1))  # fmt: skip
     torch.testing.assert_close(same, single[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(both, (single[0] + single[1]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_a_time_limit_fixes_a_schedule_that_ends_within_it():
+    from sim_eval.training.train import fit_schedule
+
+    cfg = _config(Path("/unused"), steps=10_000, time_limit_s=100.0)
+    # 50 steps took 5 s after a 20 s first step: 0.1 s a step, 75 s left (x 0.97 margin) -> 727 more steps
+    assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=4.9) == 50 + int(75.0 * 0.97 // 0.1)
+    assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=0.0049) == 10_000  # never beyond optim.steps
+    assert fit_schedule(cfg, done=50, elapsed_s=120.0, timed_s=4.9) == 51  # already over: end at the next step

@@ -157,15 +157,23 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     gen = torch.Generator().manual_seed(cfg.seed)
     n_frames, bsz = len(frames), cfg.optim.batch_size
 
-    stopped_at = None  # the step a time limit ended training at, if one did
+    stopped_at = None  # the step training ended at when a time limit cut it short of optim.steps
+    saves = set(cfg.save_at)
+    timed_from = time.perf_counter()
     history: list[dict[str, float]] = []
     window: list[torch.Tensor] = []
     saved: list[str] = []
     started = time.perf_counter()
     log_file = (out / "loss.jsonl").open("w")
     bar = tqdm(range(1, cfg.optim.steps + 1), desc="train", unit="step", disable=not progress)
+    total = cfg.optim.steps  # the schedule's length; a time limit may shorten it once (below)
     for step in bar:
-        lr = lr_at(step - 1, cfg.optim.lr, cfg.optim.warmup, cfg.optim.steps, cfg.optim.final_lr)
+        if cfg.time_limit_s is not None and step == FIT_AFTER + 1:
+            total = fit_schedule(cfg, step - 1, time.perf_counter() - started, time.perf_counter() - timed_from)
+            saves = sorted({min(s, total) for s in cfg.save_at})
+        if step == 2:  # step 1 includes compilation: time the steps after it
+            timed_from = time.perf_counter()
+        lr = lr_at(step - 1, cfg.optim.lr, cfg.optim.warmup, total, cfg.optim.final_lr)
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, n_frames, (bsz,), generator=gen).to(device)
@@ -182,7 +190,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
         opt.step()
         ema.update(model)
         window.append(loss.detach())
-        if step % cfg.log_every == 0 or step == cfg.optim.steps:
+        if step % cfg.log_every == 0 or step == total:
             mean = float(torch.stack(window).mean())
             window.clear()
             if not math.isfinite(mean):
@@ -194,16 +202,18 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
             log_file.flush()
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.1e}")
         out_of_time = cfg.time_limit_s is not None and time.perf_counter() - started > cfg.time_limit_s
-        if step in cfg.save_at or out_of_time:
-            saved.append(str(save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step)))
-        if out_of_time:
-            stopped_at = step
+        if step in saves or out_of_time or step == total:
+            ckpt = save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, total)
+            saved.append(str(ckpt))
+        if out_of_time or step == total:
+            stopped_at = step if step < cfg.optim.steps else None
             break
     bar.close()
     log_file.close()
     plot_loss(history, out / "loss.png")
     metrics = {
         "steps": stopped_at or cfg.optim.steps,
+        "schedule_steps": total,
         "stopped_by_time_limit": stopped_at is not None,
         "params": n_params,
         "first_loss": history[0]["loss"] if history else None,
@@ -216,12 +226,25 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     return metrics
 
 
-def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step) -> Path:
+FIT_AFTER = 50  # steps timed before a time limit fixes the schedule's length
+
+
+def fit_schedule(cfg: TrainConfig, done: int, elapsed_s: float, timed_s: float) -> int:
+    """The schedule length that ends within ``time_limit_s``: fixed once, after ``FIT_AFTER`` steps, from their
+    measured time (so warm-up and cosine decay complete; the run stays reproducible given that length, which the
+    metrics and checkpoints record). Never more than ``optim.steps``."""
+    per_step = timed_s / max(1, done - 1)
+    left = max(0.0, cfg.time_limit_s - elapsed_s) * 0.97  # saving checkpoints and the last steps' jitter
+    return int(min(cfg.optim.steps, max(done + 1, done + left // per_step)))
+
+
+def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, schedule_steps) -> Path:
     """The EMA weights at ``step`` as a LeRobot checkpoint under ``out/checkpoints``."""
     shadow = Pi05Model(sizes)
     ema.copy_to(shadow)
     training = {
         "step": step,
+        "schedule_steps": schedule_steps,
         "seed": cfg.seed,
         "data": {k: data.meta[k] for k in ("suite", "episodes", "steps", "frames", "frame_stride", "dart", "held_out")},
         "data_sha256": data.meta["sha256"],
