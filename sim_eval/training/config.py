@@ -111,7 +111,7 @@ class TrainConfig:
     save_at: list[int] = field(default_factory=lambda: [5000, 10000, 15000, 20000])  # EMA checkpoints at these steps
     checkpoint_dtype: str = "bfloat16"  # storage dtype of the written weights (the engine casts to its own)
     log_every: int = 50
-    # a compute budget: after 50 timed steps the schedule is shortened (once) to end within it; a hard stop with the
+    # a compute budget: after 200 timed steps the schedule is shortened (once) to end within it; a hard stop with the
     # EMA weights saved if it still runs over
     time_limit_s: float | None = None
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -226,7 +226,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     return metrics
 
 
-FIT_AFTER = 50  # steps timed before a time limit fixes the schedule's length
+FIT_AFTER = 200  # steps timed before a time limit fixes the schedule's length
 
 
 def fit_schedule(cfg: TrainConfig, done: int, elapsed_s: float, timed_s: float) -> int:
