@@ -41,6 +41,8 @@ def render(ctx: ReportContext) -> Path:
         ctx.json["groups"][ctx.label[id(group)]] = {
             "policy": group.policy,
             "mode": group.mode,
+            "seed": group.seed,
+            "role": "baseline" if group.is_baseline else "control" if group.is_control else "mode",
             **ctx.headlines[id(group)],
         }
     (ctx.out / "report.json").write_text(json.dumps(ctx.json, indent=2, allow_nan=False) + "\n")

@@ -23,8 +23,8 @@ def render(ctx: ReportContext) -> None:
         label = ctx.label[id(group)]
         pairing = ctx.pairings[id(group)]
         base = baseline_of(group, ctx.groups)
-        base_records = ctx.records_by_key[(base.policy, base.mode)]
-        records = ctx.records_by_key[(group.policy, group.mode)]
+        base_records = ctx.records_by_key[id(base)]
+        records = ctx.records_by_key[id(group)]
         ctx.add(f"### `{label}`", "")
         if pairing.n_pairs == 0:
             ctx.add(
@@ -112,7 +112,7 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
         ctx.add("For side-by-side videos of every cliff, run the `full` baseline with `eval.video=all`.", "")
     shown = pairing.cliffs[: ctx.max_traces]
     for key in shown:
-        path = ctx.plot_dir / f"trace_{slug(group.policy)}_{slug(group.mode)}_{slug(key)}.png"
+        path = ctx.plot_dir / f"trace_{slug(group.policy)}_{slug(group.name)}_{slug(key)}.png"
         title = f"{label} cliff {key}: {short(records[key].get('task_language'), 70)}"
         plots.episode_trace(records[key], path, threshold=ctx.threshold(group), views=ctx.views(group), title=title)
         ctx.add(f"**`{key}`**", "")
@@ -126,9 +126,9 @@ def _side_by_side(ctx: ReportContext, group: Group, key: str, base: dict, record
     paths = [Path(r["_run_dir"]) / r["video"] for r in (base, record) if r.get("video")]
     if len(paths) < 2 or not all(p.is_file() for p in paths):
         return "–"
-    out = ctx.video_dir / f"{slug(group.policy)}_{slug(group.mode)}_{slug(key)}.mp4"
+    out = ctx.video_dir / f"{slug(group.policy)}_{slug(group.name)}_{slug(key)}.mp4"
     try:
-        side_by_side(paths[0], paths[1], out, f"full  {key}", f"{group.mode}  {key}")
+        side_by_side(paths[0], paths[1], out, f"full  {key}", f"{group.name}  {key}")
     except Exception as exc:  # an unreadable video must not cost the rest of the report
         return f"could not compose ({type(exc).__name__})"
     return f"[side by side]({rel(out, ctx.out)})"

@@ -36,8 +36,8 @@ class ReportContext:
         self.runs = load_runs(paths)
         self.groups = build_groups(self.runs)
         one_policy = len({g.policy for g in self.groups}) == 1
-        self.label = {id(g): (g.mode if one_policy else g.label) for g in self.groups}
-        self.records_by_key = {(g.policy, g.mode): {r["key"]: r for r in g.records} for g in self.groups}
+        self.label = {id(g): (g.name if one_policy else g.label) for g in self.groups}
+        self.records_by_key = {id(g): {r["key"]: r for r in g.records} for g in self.groups}
         self.pairings: dict[int, Pairing] = {}
         for group in self.groups:
             base = baseline_of(group, self.groups)

@@ -34,7 +34,7 @@ def render(ctx: ReportContext) -> None:
         )
     full_lags: dict[int, list[float]] = {}
     for group in ctx.groups:
-        if group.is_baseline:
+        if group.is_full:  # the baseline and any control arm: both are full runs
             for lag, values in lag_mae_values(group.records).items():
                 full_lags.setdefault(lag, []).extend(values)
     for lag, values in full_lags.items():

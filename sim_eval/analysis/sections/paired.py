@@ -16,9 +16,11 @@ def render(ctx: ReportContext) -> None:
         if parse_mode(group.mode)[1] is None:  # e.g. "-" of a scripted policy: nothing to compare against
             ctx.add(f"- `{ctx.label[id(group)]}`: a policy without cache modes; shown without pairing.")
         else:
+            # a mode pairs with the full run of its own seed only: another seed's noise would mix in chance flips
+            at_seed = "" if group.seed == group.primary_seed else f" at seed {group.seed}"
             ctx.add(
-                f"- `{ctx.label[id(group)]}`: no `full` run of policy `{group.policy}` among the inputs, so no "
-                "paired comparison."
+                f"- `{ctx.label[id(group)]}`: no `full` run of policy `{group.policy}`{at_seed} among the inputs, so "
+                "no paired comparison."
             )
     if missing_base:
         ctx.add("")

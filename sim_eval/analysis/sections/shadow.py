@@ -66,7 +66,7 @@ def _cos_min_of(ctx: ReportContext, group: Group, category: str) -> float | None
     pairing = ctx.pairings.get(id(group))
     if pairing is None:
         return None
-    records = ctx.records_by_key[(group.policy, group.mode)]
+    records = ctx.records_by_key[id(group)]
     values = [m["cos_min"] for k in getattr(pairing, category) if (m := shadow_episode_metrics(records[k])) is not None]
     if not values:
         return None
