@@ -12,13 +12,16 @@ from pathlib import Path
 
 from sim_eval.analysis.sections import (
     cliffs,
+    control,
     errors,
     header,
     headline,
     latency,
+    lengths,
     mae,
     method,
     paired,
+    per_suite,
     per_task,
     shadow,
 )
@@ -27,7 +30,22 @@ from sim_eval.analysis.sections.context import PLOTS_DIR, VIDEOS_DIR, ReportCont
 REPORT_FILE = "report.md"
 __all__ = ["PLOTS_DIR", "REPORT_FILE", "VIDEOS_DIR", "build_report", "render"]
 
-SECTIONS = (header, headline, paired, per_task, latency, mae, shadow, cliffs, errors, method)
+# report order: what a reader asks first (how much success, paired, beyond chance?) before how and why
+SECTIONS = (
+    header,
+    headline,
+    paired,
+    control,
+    per_suite,
+    per_task,
+    lengths,
+    latency,
+    mae,
+    shadow,
+    cliffs,
+    errors,
+    method,
+)
 
 
 def render(ctx: ReportContext) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim_eval.analysis import plots
+from sim_eval.analysis.divergence import ACTION_COS_TOL, INPUT_MAE_TOL, Divergence, divergence_point, has_evidence
 from sim_eval.analysis.runs import Group, baseline_of
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.fmt import num, pct, rel, short, slug, table, video_cell
@@ -59,11 +60,13 @@ def render(ctx: ReportContext) -> None:
 def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_records: dict, records: dict) -> None:
     label = ctx.label[id(group)]
     rows = []
+    divergences: dict[str, Divergence | None] = {}
     for key in pairing.cliffs:
         record, base = records[key], base_records[key]
         infs = record.get("inferences") or []
         kinds = [inference_kind(i) for i in infs]
         shadow = shadow_episode_metrics(record)
+        div = divergences[key] = divergence_point(base, record, views=ctx.views(group))
         rows.append(
             [
                 f"`{key}`",
@@ -75,6 +78,7 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
                 kinds.count("forced"),
                 num(shadow["cos_min"], 3) if shadow else "–",
                 num(shadow["first_below"][0.5], 0) if shadow and shadow["first_below"][0.5] is not None else "–",
+                *_divergence_cells(div, has_evidence(base, record)),
                 video_cell(base, ctx.out),
                 video_cell(record, ctx.out),
                 _side_by_side(ctx, group, key, base, record) if key in pairing.cliffs[: ctx.max_traces] else "–",
@@ -82,7 +86,7 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
         )
     ctx.add(
         f"{len(pairing.cliffs)} cliff episode(s) of {pairing.n_pairs} pairs "
-        f"({pct(len(pairing.cliffs) / pairing.n_pairs)}).",
+        f"({pct(len(pairing.cliffs) / pairing.n_pairs)}). {_divergence_summary(divergences)}",
         "",
     )
     ctx.add(
@@ -97,6 +101,12 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
                 "forced",
                 "cos_min",
                 "first cos<0.5",
+                "diverges at (inference / step)",
+                "how",
+                "kind there",
+                "window pos",
+                "pixel MAE there",
+                "shadow cos there",
                 "video full",
                 f"video {label}",
                 "side by side",
@@ -114,11 +124,49 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
     for key in shown:
         path = ctx.plot_dir / f"trace_{slug(group.policy)}_{slug(group.name)}_{slug(key)}.png"
         title = f"{label} cliff {key}: {short(records[key].get('task_language'), 70)}"
-        plots.episode_trace(records[key], path, threshold=ctx.threshold(group), views=ctx.views(group), title=title)
+        div = divergences[key]
+        plots.episode_trace(
+            records[key],
+            path,
+            threshold=ctx.threshold(group),
+            views=ctx.views(group),
+            title=title,
+            divergence=div.index if div else None,
+        )
         ctx.add(f"**`{key}`**", "")
         ctx.image(path, f"trace {key}")
     if len(pairing.cliffs) > len(shown):
         ctx.add(f"({len(pairing.cliffs) - len(shown)} more cliff episode(s) not plotted; raise `--max-traces`.)", "")
+
+
+def _divergence_cells(div: Divergence | None, evidence: bool) -> list[str]:
+    if div is None:
+        return ["none within tolerance" if evidence else "not recorded", "–", "–", "–", "–", "–"]
+    return [
+        f"{div.index} / {div.step if div.step is not None else '–'}",
+        div.describe(),
+        div.kind,
+        "–" if div.window_pos is None else str(div.window_pos),
+        num(div.pixel_mae, 2),
+        num(div.shadow_cos, 3),
+    ]
+
+
+def _divergence_summary(divergences: dict[str, Divergence | None]) -> str:
+    found = [d for d in divergences.values() if d is not None]
+    rule = (
+        f"*Divergence*: the first inference where the episode departs from the `full` episode of the same key -- its "
+        f"inputs (a lag MAE differing by more than {INPUT_MAE_TOL:g}) or, while they agree, its executed actions "
+        f"(shadow cos < {ACTION_COS_TOL:g}); the dashed line on the trace plots."
+    )
+    if not found:
+        return rule
+    cached = sum(d.kind == "cached" for d in found)
+    median = sorted(d.index for d in found)[(len(found) - 1) // 2]
+    return (
+        f"{rule} Found in {len(found)} of {len(divergences)}: median (lower) inference {median}, {cached} of them at "
+        "a cached frame."
+    )
 
 
 def _side_by_side(ctx: ReportContext, group: Group, key: str, base: dict, record: dict) -> str:

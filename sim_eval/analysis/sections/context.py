@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sim_eval.analysis.runs import Group, baseline_of, build_groups, load_runs
+from sim_eval.analysis.paired import ExcessCliffs, excess_cliffs
+from sim_eval.analysis.runs import Group, baseline_of, build_groups, controls_of, load_runs
 from sim_eval.analysis.sections.fmt import rel
 from sim_eval.analysis.stats import Pairing, headline, pair_with_baseline, parse_mode
 
@@ -44,12 +45,26 @@ class ReportContext:
             if base is not None:
                 self.pairings[id(group)] = pair_with_baseline(base.records, group.records)
         self.headlines = {id(g): self._headline(g) for g in self.groups}
+        self.controls = [g for g in self.groups if g.is_control and id(g) in self.pairings]
+        # per cache mode: its cliffs against each control arm sharing its baseline, on the keys paired in both
+        self.excess: dict[int, list[tuple[Group, ExcessCliffs]]] = {
+            id(g): [
+                (c, excess_cliffs(self.pairings[id(g)], self.pairings[id(c)]))
+                for c in controls_of(g, self.groups)
+                if id(c) in self.pairings
+            ]
+            for g in self.groups
+            if id(g) in self.pairings
+        }
         self.lines: list[str] = []
         self.json: dict[str, Any] = {"groups": {}}
 
     def _headline(self, group: Group) -> dict[str, Any]:
         base = baseline_of(group, self.groups)
         return headline(group.records, base.records if base else None)
+
+    def baseline(self, group: Group) -> Group | None:
+        return baseline_of(group, self.groups)
 
     def threshold(self, group: Group) -> float | None:
         if parse_mode(group.mode)[0] != "adaptive":

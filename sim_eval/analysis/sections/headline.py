@@ -4,7 +4,10 @@ success-vs-latency frontier plot and, over several suites, success per suite."""
 from __future__ import annotations
 
 from sim_eval.analysis import plots
+from sim_eval.analysis.lengths import length_summary
+from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
+from sim_eval.analysis.sections.control import excess_cell
 from sim_eval.analysis.sections.fmt import num, pct, pvalue, rate_ci, table
 from sim_eval.analysis.stats import success_by
 
@@ -32,6 +35,8 @@ def render(ctx: ReportContext) -> None:
                 num(h["latency_p95_ms"]),
                 pct(h["refresh_fraction"]),
                 num(h["control_rate_hz"], 0),
+                num(length_summary(group.records)["steps_success_median"], 0),
+                *([_excess(ctx, group)] if ctx.controls else []),
             ]
         )
     ctx.add(
@@ -51,6 +56,8 @@ def render(ctx: ReportContext) -> None:
                 "p95 ms",
                 "refresh",
                 "control Hz",
+                "median steps (successes)",
+                *(["excess cliffs vs control"] if ctx.controls else []),
             ],
             rows,
         ),
@@ -59,7 +66,13 @@ def render(ctx: ReportContext) -> None:
     ctx.add(
         "Errors (crashed episodes) are excluded from success rates. Δ, cliffs, rescues and the exact McNemar "
         "p-value use only episodes finished in both the mode and `full`. *refresh* = forced refreshes / frames "
-        "the window allowed to be cached; *control Hz* = replan_steps / mean inference time (see Method).",
+        "the window allowed to be cached; *control Hz* = replan_steps / mean inference time (see Method)."
+        + (
+            " *excess cliffs vs control*: mode cliffs − control-arm cliffs on the episodes paired in both, with the "
+            "Newcombe 95% interval of the rate and the exact McNemar p (see Control arm)."
+            if ctx.controls
+            else ""
+        ),
         "",
     )
     rows = [{"label": ctx.label[id(g)], "mode": g.mode, **ctx.headlines[id(g)]} for g in ctx.groups]
@@ -76,3 +89,11 @@ def render(ctx: ReportContext) -> None:
             for g, c in items
         ]
         ctx.add(table(["suite", "mode", "episodes", "finished", "errors", "success [Wilson 95%]"], rows), "")
+
+
+def _excess(ctx: ReportContext, group: Group) -> str:
+    """The mode's excess cliffs over the first control arm sharing its baseline; roles for the full runs."""
+    if group.is_control:
+        return "(control)"
+    found = ctx.excess.get(id(group))
+    return excess_cell(found[0][1]) if found else "–"
