@@ -60,6 +60,8 @@ def run_meta(run: RunConfig) -> dict[str, Any]:
         "policy": run.policy.name,
         **({"checkpoint": str(checkpoint)} if checkpoint is not None else {}),
         "cache_mode": run.policy.cache_mode,
+        # eval.seed moves the flow-matching noise stream: the report tells a `full` control arm apart by it
+        "seed": run.eval.seed,
         "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
         "shard": dataclasses.asdict(run.eval.shard),
     }

@@ -164,10 +164,12 @@ def episode_trace(
     threshold: float | None = None,
     views: Sequence[str] | None = None,
     title: str = "",
+    divergence: int | None = None,
 ) -> Path:
     """Two panels over the inference index of one episode. Top: the MAE of each frame's inputs against the full frame
     whose prefix it reused or checked (``stats.staleness_mae``; 0 on scheduled full frames) over the lag-1 MAE
-    (scene motion, grey line). Bottom: the shadow cosine of cached frames. Frames are marked full / cached / forced."""
+    (scene motion, grey line). Bottom: the shadow cosine of cached frames. Frames are marked full / cached / forced;
+    ``divergence`` (an inference index, ``divergence.divergence_point``) draws a dashed line on both panels."""
     infs = record.get("inferences") or []
     index = np.arange(len(infs))
     kinds = [inference_kind(i) for i in infs]
@@ -187,6 +189,9 @@ def episode_trace(
             bottom.plot(*zip(*pts, strict=True), style["marker"], color=style["color"], ls="none")
     if threshold is not None:
         top.axhline(threshold, color="k", lw=1, ls=":", label=f"threshold {threshold:g}")
+    if divergence is not None:
+        for axis in (top, bottom):
+            axis.axvline(divergence, color="#9467bd", lw=1.2, ls="--", label=f"departs from full ({divergence})")
     top.set_ylabel("pixel MAE vs reused prefix")
     top.grid(alpha=0.3)
     # above the axes, so no marker can hide behind it

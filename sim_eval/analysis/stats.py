@@ -7,7 +7,9 @@ report, a wandb summary and a test all see the same numbers.
 Conventions:
     * A record with ``error`` set is a crashed episode: neither success nor failure, excluded from success-rate
       denominators and from pairs, and counted separately.
-    * Records are grouped by ``(policy, cache_mode)``; the baseline of a group is the ``full`` group of the same policy.
+    * Records are grouped by ``(policy, cache_mode, seed)``, ``seed`` being ``eval.seed``, the base of the per-episode
+      flow-matching noise (``record_seed``). The baseline of a mode is the ``full`` group of the same policy and seed;
+      a ``full`` group at another seed is a *control arm* (see ``sim_eval.analysis.control``).
     * Inference kinds: ``forced`` (``forced_refresh`` true: an adaptive refresh that ran the full prefix although the
       window allowed reuse), ``full`` (``used_full`` true and not forced -- a scheduled full frame, or every frame of a
       policy without a cache controller, where ``used_full`` is absent), ``cached`` (``used_full`` false).
@@ -69,12 +71,27 @@ def success_counts(records: Iterable[Record]) -> dict[str, Any]:
     }
 
 
-def group_records(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
-    """Deduplicated records keyed by ``(policy, cache_mode)``, keys sorted with ``full`` first then by mode period."""
-    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for record in dedupe(records):
-        groups[(str(record.get("policy")), str(record.get("cache_mode")))].append(record)
-    return {key: groups[key] for key in sorted(groups, key=lambda k: (k[0], mode_sort_key(k[1])))}
+DEFAULT_SEED = 0  # EvalConfig.seed's default: what a record from before records carried their seed ran at
+
+
+def record_seed(record: Record) -> int:
+    """The ``eval.seed`` a record ran at: its ``seed`` field, else the ``_seed`` the loader took from the run's config
+    (``runs.load_run``), else ``DEFAULT_SEED``."""
+    for name in ("seed", "_seed"):
+        if record.get(name) is not None:
+            return int(record[name])
+    return DEFAULT_SEED
+
+
+def group_records(records: Iterable[Record]) -> dict[tuple[str, str, int], list[Record]]:
+    """Deduplicated records keyed by ``(policy, cache_mode, seed)``, sorted by policy, then ``full`` first and by mode
+    period, then by seed. Deduplication runs per group: two ``full`` runs at different seeds share every episode key
+    and must not replace each other's records."""
+    groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[(str(record.get("policy")), str(record.get("cache_mode")), record_seed(record))].append(record)
+    order = sorted(groups, key=lambda k: (k[0], mode_sort_key(k[1]), k[2]))
+    return {key: dedupe(groups[key]) for key in order}
 
 
 def mode_sort_key(mode: str) -> tuple:

@@ -11,6 +11,12 @@ so (``synthetic: true``). The generative story is meant to exercise everything t
   a ``full`` failure occasionally becomes a success (a *rescue*);
 * ``adaptive<N>`` refreshes when the max-over-views MAE reaches the threshold, so it suffers fewer cliffs than
   ``cache<N>`` at a higher refresh fraction;
+* a cliff episode follows the ``full`` episode exactly up to its worst cached grasp frame and departs after it (the
+  scene motion, hence the recorded lag MAE, changes from the next inference on): the divergence point the report
+  looks for;
+* a success takes a few more steps under a cache mode (dithering) and a few more or fewer under another noise seed;
+* ``control_seed`` adds a *control arm*: ``full`` at another ``eval.seed``, whose outcomes flip by chance alone and
+  whose path departs from the baseline's from the first inference (other noise, other actions);
 * latencies are those of a compiled engine on one H100-class GPU (full ~14 ms, cached ~4.7 ms), with jitter and rare
   stalls; optional crashed episodes and an interrupted run (missing pairs).
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +86,13 @@ def _latency(rng: np.random.Generator, kind: str, mae_check: bool) -> dict[str, 
 
 def _episode(
     rng: np.random.Generator, motion: np.ndarray, mode: str, threshold: float, lags: int, shadow: bool
-) -> tuple[list[dict[str, Any]], float]:
-    """Inference trace of one episode under ``mode`` and the lowest shadow cosine seen during the grasp burst."""
+) -> tuple[list[dict[str, Any]], float, int | None]:
+    """Inference trace of one episode under ``mode``, the lowest shadow cosine seen during the grasp burst and the
+    index of the cached grasp frame with the stalest prefix (largest MAE to its full frame: where a cliff starts)."""
     kind, period = parse_mode(mode)
     grasp = set(np.flatnonzero(motion > 5.0).tolist())
     inferences, since_full, worst_grasp_cos = [], None, 1.0
+    cause, cause_mae = None, -1.0
     for t in range(len(motion)):
         info: dict[str, Any] = {"step": t * REPLAN_STEPS}
         lag_mae = [round(_lag(motion, t, k), 3) for k in range(1, min(lags, t) + 1)]
@@ -97,6 +106,8 @@ def _episode(
             info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
             forced = kind == "adaptive" and not scheduled and max(agent, wrist) >= threshold
         used_full = scheduled or forced
+        if not used_full and t in grasp and mae_full > cause_mae:
+            cause, cause_mae = t, mae_full
         if not used_full and shadow:
             cos = _shadow_cos(rng, mae_full)
             info["shadow_cos"] = round(cos, 6)
@@ -108,7 +119,15 @@ def _episode(
         info.update({"used_full": used_full, "forced_refresh": forced, "window_pos": since_full, "infer_index": t})
         info["lag_mae"] = lag_mae
         inferences.append(info)
-    return inferences, worst_grasp_cos
+    return inferences, worst_grasp_cos, cause
+
+
+def _depart(rng: np.random.Generator, motion: np.ndarray, after: int) -> np.ndarray:
+    """``motion`` unchanged up to inference ``after`` and different from the next one on (another path through the
+    scene: each later frame's motion rescaled by 0.5..1.5, so its overall level stays alike)."""
+    out = motion.copy()
+    out[after + 1 :] *= rng.uniform(0.5, 1.5, size=out.size - after - 1)
+    return out
 
 
 def make_sweep(
@@ -126,20 +145,24 @@ def make_sweep(
     videos: bool = False,
     suite: str = "libero_spatial",
     policy: str = "pi05",
+    control_seed: int | None = None,
 ) -> Path:
     """Write one job dir per mode (``0/``, ``1/``, ...) under ``out_dir`` plus ``multirun.yaml``; return ``out_dir``.
 
     ``errors`` makes one ``full`` episode and one episode of each ``cache<N>`` mode crash; ``missing`` drops that
     many trailing episodes from the last mode's run (an interrupted run); ``videos`` gives failures (cliffs among
-    them) an mp4 path and writes a placeholder file there (tests of the links; not a playable video)."""
+    them) an mp4 path and writes a placeholder file there (tests of the links; not a playable video);
+    ``control_seed`` adds a last job, ``full`` at ``eval.seed=control_seed`` (the modes run at ``eval.seed=0``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task_rng = np.random.default_rng([seed, 1])
-    task_success = task_rng.uniform(0.88, 1.0, size=tasks)
+    spec = _Spec(seed, suite, policy, tasks, episodes, task_rng.uniform(0.88, 1.0, size=tasks), threshold, lags,
+                 shadow, errors, videos)  # fmt: skip
+    jobs = [(mode, 0) for mode in modes] + ([("full", control_seed)] if control_seed is not None else [])
     overrides_all = [f"policy.cache={','.join(modes)}"]
     multirun = {"synthetic": True, "hydra": {"overrides": {"task": overrides_all}}}
     (out / "multirun.yaml").write_text(yaml.safe_dump(multirun))
-    for job, mode in enumerate(modes):
+    for job, (mode, eval_seed) in enumerate(jobs):
         run = out / str(job)
         (run / ".hydra").mkdir(parents=True, exist_ok=True)
         config = {
@@ -155,35 +178,20 @@ def make_sweep(
                 "episodes_per_task": episodes,
                 "video": "failures" if videos else "none",
                 "lag_mae": lags,
+                "seed": eval_seed,
             },
             "analysis": {"shadow": shadow},
         }
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"policy.cache={mode}"]))
+        overrides = [f"policy.cache={mode}"] + ([f"eval.seed={eval_seed}"] if eval_seed else [])
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        interrupted = job == len(modes) - 1 and len(modes) > 1  # the last mode's run, never the control arm
         records = []
         for task in range(tasks):
             for ep in range(episodes):
-                if mode == modes[-1] and len(modes) > 1 and task == tasks - 1 and ep >= episodes - missing:
+                if interrupted and task == tasks - 1 and ep >= episodes - missing:
                     continue  # the interrupted run never got to these
-                records.append(
-                    _record(
-                        seed,
-                        suite,
-                        policy,
-                        mode,
-                        task,
-                        ep,
-                        task_success[task],
-                        threshold,
-                        lags,
-                        shadow,
-                        errors,
-                        videos,
-                        run,
-                        tasks,
-                        episodes,
-                    )
-                )
+                records.append(_record(spec, mode, eval_seed, task, ep, run))
         with open(run / EPISODES_FILE, "w") as handle:
             for record in records:
                 handle.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -191,29 +199,73 @@ def make_sweep(
     return out
 
 
-def _record(
-    seed, suite, policy, mode, task, ep, p_task, threshold, lags, shadow, errors, videos, run_dir, n_tasks, n_episodes
-) -> dict:
-    ep_rng = np.random.default_rng([seed, 2, task, ep])  # shared by every mode: the paired design
-    full_success = bool(ep_rng.random() < p_task)
+@dataclass
+class _Spec:
+    """The sweep-wide settings every record is drawn under."""
+
+    seed: int
+    suite: str
+    policy: str
+    tasks: int
+    episodes: int
+    task_success: np.ndarray
+    threshold: float
+    lags: int
+    shadow: bool
+    errors: bool
+    videos: bool
+
+
+def _outcome(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, full_success: bool, worst: float) -> bool:
+    """Success of one episode given the ``full`` outcome on it and the worst grasp-burst shadow cosine."""
+    tag = [*map(ord, mode), eval_seed]
+    # closed-loop chance beyond the cache's effect differs per mode: draws of its own, not the shared episode stream
+    outcome_draw, rescue_draw = map(float, np.random.default_rng([spec.seed, 5, task, ep, *map(ord, mode)]).random(2))
+    if mode == "full" and eval_seed == 0:
+        return full_success
+    if mode == "full":  # the control arm: other noise flips an outcome now and then, nothing else does
+        flip = float(np.random.default_rng([spec.seed, 7, task, ep, *tag]).random())
+        return (flip >= 0.04) if full_success else (flip < 0.2)
+    if full_success:
+        return not (worst < 0.5 and outcome_draw < 0.6 or outcome_draw < 0.02)
+    return rescue_draw < 0.12
+
+
+def _extra_steps(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int) -> int:
+    """Steps a success takes beyond the ``full`` episode's: a cache mode dithers a little (more the longer its reuse
+    window), another noise seed takes a different but not longer path on average."""
+    if mode == "full" and eval_seed == 0:
+        return 0
+    rng = np.random.default_rng([spec.seed, 6, task, ep, *map(ord, mode), eval_seed])
+    period = parse_mode(mode)[1] or 1
+    return int(round(rng.normal(1.5 * (period - 1), 4.0)))
+
+
+def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir: Path) -> dict:
+    suite = spec.suite
+    ep_rng = np.random.default_rng([spec.seed, 2, task, ep])  # shared by every mode: the paired design
+    full_success = bool(ep_rng.random() < spec.task_success[task])
     steps_success = int(ep_rng.integers(85, 195))
     motion = _motion_profile(ep_rng, math.ceil(MAX_STEPS / REPLAN_STEPS))
-    mode_rng = np.random.default_rng([seed, 3, task, ep, *map(ord, mode)])
-    # closed-loop chance beyond the cache's effect differs per mode: draws of its own, not the shared episode stream
-    outcome_draw, rescue_draw = map(float, np.random.default_rng([seed, 5, task, ep, *map(ord, mode)]).random(2))
+    if eval_seed != 0:
+        motion = _depart(np.random.default_rng([spec.seed, 8, task, ep, eval_seed]), motion, 0)
 
-    inferences, worst = _episode(mode_rng, motion, mode, threshold, lags, shadow)
-    if mode == "full":
-        success = full_success
-    elif full_success:
-        success = not (worst < 0.5 and outcome_draw < 0.6 or outcome_draw < 0.02)
-    else:
-        success = rescue_draw < 0.12
-    steps = steps_success if success else MAX_STEPS
+    def trace(profile: np.ndarray) -> tuple[list[dict[str, Any]], float, int | None]:
+        # the same generator seed for a re-drawn trace: it repeats the first one up to where the profiles differ
+        rng = np.random.default_rng([spec.seed, 3, task, ep, *map(ord, mode), *([eval_seed] if eval_seed else [])])
+        return _episode(rng, profile, mode, spec.threshold, spec.lags, spec.shadow)
+
+    inferences, worst, cause = trace(motion)
+    success = _outcome(spec, mode, eval_seed, task, ep, full_success, worst)
+    if full_success and not success and mode != "full":  # a cliff: the path departs after its worst grasp frame
+        depart_rng = np.random.default_rng([spec.seed, 9, task, ep, *map(ord, mode)])
+        inferences, _, _ = trace(_depart(depart_rng, motion, cause if cause is not None else 1))
+    steps = min(MAX_STEPS - 1, max(40, steps_success + _extra_steps(spec, mode, eval_seed, task, ep)))
+    steps = steps if success else MAX_STEPS
     inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
     error = None
-    crash_at = (1 % n_tasks, 2 % n_episodes) if mode == "full" else (2 % n_tasks, 3 % n_episodes)
-    if errors and (task, ep) == crash_at and parse_mode(mode)[0] != "adaptive":
+    crash_at = (1 % spec.tasks, 2 % spec.episodes) if mode == "full" else (2 % spec.tasks, 3 % spec.episodes)
+    if spec.errors and eval_seed == 0 and (task, ep) == crash_at and parse_mode(mode)[0] != "adaptive":
         # a crash part-way: the record keeps the trace up to it, success is unknown
         steps = 61
         inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
@@ -224,7 +276,7 @@ def _record(
             "traceback": "Traceback (most recent call last):\n  ... (synthetic)\n",
         }
     video = None
-    if videos and success is False:
+    if spec.videos and success is False:
         video = f"videos/{suite}_task{task}_ep{ep}_failure.mp4"
         (run_dir / video).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / video).write_bytes(b"synthetic placeholder, not a video\n")
@@ -236,9 +288,12 @@ def _record(
         "episode_index": ep,
         "init_state_index": ep,
         "env_seed": 7,
-        "noise_seed": int(np.random.default_rng([seed, 4, task, ep]).integers(2**31)),
-        "policy": policy,
+        "noise_seed": int(
+            np.random.default_rng([spec.seed, 4, task, ep, *([eval_seed] if eval_seed else [])]).integers(2**31)
+        ),
+        "policy": spec.policy,
         "cache_mode": mode,
+        "seed": eval_seed,
         "protocol": {
             "name": "openpi",
             "max_steps": MAX_STEPS,

@@ -1,0 +1,85 @@
+"""``ReportContext``: what every report section reads (loaded runs, groups, their labels, pairings against ``full`` and
+headline numbers) and writes (markdown lines, ``report.json`` entries). Sections are functions ``render(ctx)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sim_eval.analysis.paired import ExcessCliffs, excess_cliffs
+from sim_eval.analysis.runs import Group, baseline_of, build_groups, controls_of, load_runs
+from sim_eval.analysis.sections.fmt import rel
+from sim_eval.analysis.stats import Pairing, headline, pair_with_baseline, parse_mode
+
+PLOTS_DIR = "report_plots"
+VIDEOS_DIR = "report_videos"
+
+
+class ReportContext:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        out_dir: Path,
+        title: str | None,
+        note: str | None,
+        max_traces: int,
+        input_label: str | None = None,
+    ):
+        self.input_label = input_label
+        self.paths = [Path(p) for p in paths]
+        self.out = out_dir
+        self.plot_dir = out_dir / PLOTS_DIR
+        self.video_dir = out_dir / VIDEOS_DIR
+        self.title = title or "sim_eval report"
+        self.note = note
+        self.max_traces = max_traces
+        self.runs = load_runs(paths)
+        self.groups = build_groups(self.runs)
+        one_policy = len({g.policy for g in self.groups}) == 1
+        self.label = {id(g): (g.name if one_policy else g.label) for g in self.groups}
+        self.records_by_key = {id(g): {r["key"]: r for r in g.records} for g in self.groups}
+        self.pairings: dict[int, Pairing] = {}
+        for group in self.groups:
+            base = baseline_of(group, self.groups)
+            if base is not None:
+                self.pairings[id(group)] = pair_with_baseline(base.records, group.records)
+        self.headlines = {id(g): self._headline(g) for g in self.groups}
+        self.controls = [g for g in self.groups if g.is_control and id(g) in self.pairings]
+        # per cache mode: its cliffs against each control arm sharing its baseline, on the keys paired in both
+        self.excess: dict[int, list[tuple[Group, ExcessCliffs]]] = {
+            id(g): [
+                (c, excess_cliffs(self.pairings[id(g)], self.pairings[id(c)]))
+                for c in controls_of(g, self.groups)
+                if id(c) in self.pairings
+            ]
+            for g in self.groups
+            if id(g) in self.pairings
+        }
+        self.lines: list[str] = []
+        self.json: dict[str, Any] = {"groups": {}}
+
+    def _headline(self, group: Group) -> dict[str, Any]:
+        base = baseline_of(group, self.groups)
+        return headline(group.records, base.records if base else None)
+
+    def baseline(self, group: Group) -> Group | None:
+        return baseline_of(group, self.groups)
+
+    def threshold(self, group: Group) -> float | None:
+        if parse_mode(group.mode)[0] != "adaptive":
+            return None
+        value = group.config_value("policy", "refresh", "threshold")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def views(self, group: Group) -> list[str] | None:
+        """The views the controller's refresh rule used (``policy.refresh.views``); ``None`` = all recorded."""
+        value = group.config_value("policy", "refresh", "views")
+        return list(value) if isinstance(value, list) and value else None
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def image(self, path: Path | None, alt: str) -> None:
+        if path is not None:
+            self.add(f"![{alt}]({rel(path, self.out)})", "")

@@ -1,0 +1,99 @@
+"""``## Headline``: one row per group (success with Wilson interval, paired Δ, cliffs, latency, refresh), the
+success-vs-latency frontier plot and, over several suites, success per suite."""
+
+from __future__ import annotations
+
+from sim_eval.analysis import plots
+from sim_eval.analysis.lengths import length_summary
+from sim_eval.analysis.runs import Group
+from sim_eval.analysis.sections.context import ReportContext
+from sim_eval.analysis.sections.control import excess_cell
+from sim_eval.analysis.sections.fmt import num, pct, pvalue, rate_ci, table
+from sim_eval.analysis.stats import success_by
+
+
+def render(ctx: ReportContext) -> None:
+    ctx.add("## Headline", "")
+    rows = []
+    for group in ctx.groups:
+        h = ctx.headlines[id(group)]
+        pairing = ctx.pairings.get(id(group))
+        counts = {"success_rate": h["success_rate"], "ci_low": h["success_ci_low"], "ci_high": h["success_ci_high"]}
+        rows.append(
+            [
+                f"`{ctx.label[id(group)]}`",
+                h["episodes"],
+                h["finished"],
+                h["errors"],
+                rate_ci(counts),
+                pct(pairing.delta) if pairing else "(baseline)" if group.is_baseline else "no baseline",
+                len(pairing.cliffs) if pairing else "–",
+                len(pairing.rescues) if pairing else "–",
+                pvalue(pairing.mcnemar_p) if pairing else "–",
+                num(h["latency_mean_ms"]),
+                num(h["latency_p50_ms"]),
+                num(h["latency_p95_ms"]),
+                pct(h["refresh_fraction"]),
+                num(h["control_rate_hz"], 0),
+                num(length_summary(group.records)["steps_success_median"], 0),
+                *([_excess(ctx, group)] if ctx.controls else []),
+            ]
+        )
+    ctx.add(
+        table(
+            [
+                "mode",
+                "episodes",
+                "finished",
+                "errors",
+                "success [Wilson 95%]",
+                "Δ vs full (paired)",
+                "cliffs",
+                "rescues",
+                "McNemar p",
+                "mean ms",
+                "p50 ms",
+                "p95 ms",
+                "refresh",
+                "control Hz",
+                "median steps (successes)",
+                *(["excess cliffs vs control"] if ctx.controls else []),
+            ],
+            rows,
+        ),
+        "",
+    )
+    ctx.add(
+        "Errors (crashed episodes) are excluded from success rates. Δ, cliffs, rescues and the exact McNemar "
+        "p-value use only episodes finished in both the mode and `full`. *refresh* = forced refreshes / frames "
+        "the window allowed to be cached; *control Hz* = replan_steps / mean inference time (see Method)."
+        + (
+            " *excess cliffs vs control*: mode cliffs − control-arm cliffs on the episodes paired in both, with the "
+            "Newcombe 95% interval of the rate and the exact McNemar p (see Control arm)."
+            if ctx.controls
+            else ""
+        ),
+        "",
+    )
+    rows = [{"label": ctx.label[id(g)], "mode": g.mode, **ctx.headlines[id(g)]} for g in ctx.groups]
+    ctx.image(plots.frontier(rows, ctx.plot_dir / "frontier.png"), "success vs latency")
+    suites = {}
+    for group in ctx.groups:
+        for (suite,), counts in success_by(group.records, ("suite",)).items():
+            suites.setdefault(suite, []).append((group, counts))
+    if len(suites) > 1:
+        ctx.add("### Per suite", "")
+        rows = [
+            [suite, f"`{ctx.label[id(g)]}`", c["episodes"], c["finished"], c["errors"], rate_ci(c)]
+            for suite, items in suites.items()
+            for g, c in items
+        ]
+        ctx.add(table(["suite", "mode", "episodes", "finished", "errors", "success [Wilson 95%]"], rows), "")
+
+
+def _excess(ctx: ReportContext, group: Group) -> str:
+    """The mode's excess cliffs over the first control arm sharing its baseline; roles for the full runs."""
+    if group.is_control:
+        return "(control)"
+    found = ctx.excess.get(id(group))
+    return excess_cell(found[0][1]) if found else "–"
