@@ -96,7 +96,7 @@ def test_report_without_cliffs_says_so(tmp_path):
     assert main([str(full), str(cached), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "**No cliff episodes**: all 4 paired episodes that succeeded under `full` also succeeded under " in text
-    assert "No shadow reference in these records" in text
+    assert "No shadow reference in these records (run cached modes with `policy.shadow=true`)" in text  # a real key
     assert "| libero_goal/0 | 2/3 [21%, 94%] | 2/3 [21%, 94%] |" in text  # per-task Wilson table
     assert "No pixel MAE in these records" in text
     assert "SYNTHETIC" not in text

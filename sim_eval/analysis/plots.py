@@ -204,7 +204,7 @@ def episode_trace(
         bottom.text(
             0.5,
             0.5,
-            "no shadow reference recorded (analysis.shadow=false)",
+            "no shadow reference recorded (policy.shadow=false)",
             ha="center",
             va="center",
             transform=bottom.transAxes,

@@ -36,7 +36,7 @@ def render(ctx: ReportContext) -> None:
             ]
         )
     if not rows:
-        ctx.add("No shadow reference in these records (run cached modes with `analysis.shadow=true`).", "")
+        ctx.add("No shadow reference in these records (run cached modes with `policy.shadow=true`).", "")
         return
     ctx.add(
         table(
