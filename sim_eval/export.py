@@ -1,4 +1,4 @@
-"""``python -m sim_eval.export DEMO_DIR OUT_DIR [--crf N]``: pack recorded demonstrations into a training set.
+"""``python -m sim_eval.export DEMO_DIR [DEMO_DIR ...] --out DIR [--crf N]``: pack demonstrations into a training set.
 
 The set (``sim_eval.training.dataset``) is two H.264 videos and one array file: small enough to carry to a GPU
 machine with no network (about 1 KB per frame and view at the default quality)."""
@@ -12,13 +12,14 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m sim_eval.export", description=__doc__.splitlines()[0])
-    ap.add_argument("demos", type=Path, help="a directory written by python -m sim_eval.record")
-    ap.add_argument("out", type=Path, help="the training set directory to write")
+    ap.add_argument("demos", type=Path, nargs="+", help="directories written by python -m sim_eval.record")
+    ap.add_argument("--out", type=Path, required=True, help="the training set directory to write")
     ap.add_argument("--crf", type=int, default=20, help="H.264 constant rate factor (0-51, lower = larger, better)")
     ap.add_argument("--per-task", type=int, default=None, help="take only the first N demos of each task")
     args = ap.parse_args(argv)
-    if not (args.demos / "manifest.json").is_file():
-        ap.error(f"{args.demos}: no manifest.json (record demonstrations with python -m sim_eval.record first)")
+    for demos in args.demos:
+        if not (demos / "manifest.json").is_file():
+            ap.error(f"{demos}: no manifest.json (record demonstrations with python -m sim_eval.record first)")
     if not 0 <= args.crf <= 51:
         ap.error(f"--crf {args.crf}: allowed are 0..51")
     from sim_eval.training.dataset import export_dataset

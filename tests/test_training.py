@@ -160,3 +160,49 @@ def test_a_time_limit_fixes_a_schedule_that_ends_within_it():
     assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=4.9) == 50 + int(75.0 * 0.97 // 0.1)
     assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=0.0049) == 10_000  # never beyond optim.steps
     assert fit_schedule(cfg, done=50, elapsed_s=120.0, timed_s=4.9) == 51  # already over: end at the next step
+
+
+def _demo_dir(path: Path, tasks: list[int], steps: int = 7, stride: int = 2, image_size: int = 32) -> Path:
+    """A recorder-shaped directory of small synthetic demos (gradient frames, so the video codec has real content)."""
+    from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
+
+    path.mkdir(parents=True)
+    demos = []
+    for i, task in enumerate(tasks):
+        writer = DemoWriter(image_size, 90)
+        for t in range(steps):
+            obs = {"state": np.full(8, t, np.float32)}
+            if t % stride == 0:
+                y, x = np.mgrid[0:image_size, 0:image_size]
+                frame = np.stack([(x * 8 + t * 10) % 256, y * 8 % 256, np.full_like(x, 40 * task)], -1).astype(np.uint8)
+                obs["images"] = {"agentview": frame, "wrist": frame[::-1].copy()}
+            writer.add(obs, np.full(7, 0.1 * t, np.float32), np.full(7, 0.1 * t + 0.01, np.float32), t == 3)
+        name = demo_filename("libero_object", task, 100 + i)
+        meta = {"instruction": f"task {task} words", "suite": "libero_object", "task_id": task,
+                "placement_seed": 100 + i, "held_out": {"distance_m": 0.004 + i / 1000}, "success": True}  # fmt: skip
+        writer.save(path / name, meta)
+        demos.append({"file": name, "task_id": task, "placement_seed": 100 + i, "steps": steps})
+    manifest = {"suite": "libero_object", "policy": "scripted", "image_size": image_size, "frame_stride": stride,
+                "held_out_tolerance_m": 0.001, "dart": {"prob": 0.3, "sigma": 0.3}, "episodes_run": len(tasks),
+                "successes": len(tasks), "failures": 0, "rejected": [], "demos": demos}  # fmt: skip
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+def test_export_packs_several_recordings_and_keeps_every_step(tmp_path):
+    from sim_eval.training.dataset import TrainingSet, export_dataset
+
+    a = _demo_dir(tmp_path / "a", [0, 1, 0])
+    b = _demo_dir(tmp_path / "b", [1])
+    meta = export_dataset([a, b], tmp_path / "set", per_task=2)
+    assert meta["episodes"] == 4 and meta["steps"] == 28 and meta["frames"] == 16  # 4 frames (0, 2, 4, 6) a demo
+    assert meta["source"]["successes"] == 3 + 1 and meta["dart"]["perturbed_steps"] == 4  # step 3 of each demo
+    data = TrainingSet.load(tmp_path / "set")
+    np.testing.assert_array_equal(data.arrays["task_id"], [0, 1, 0, 1])  # a's three, then b's task-1 demo
+    np.testing.assert_array_equal(data.arrays["frame_step"][:4], [0, 2, 4, 6])
+    np.testing.assert_array_equal(data.arrays["frame_step"][4:8], [7, 9, 11, 13])  # offsets into the step arrays
+    np.testing.assert_allclose(data.arrays["labels"][:7, 0], 0.1 * np.arange(7) + 0.01, rtol=1e-6)
+    assert np.abs(data.images["agentview"][5].astype(int) - data.images["wrist"][5][::-1].astype(int)).mean() < 6
+    assert data.meta["instructions"] == {"0": "task 0 words", "1": "task 1 words"}
+    with pytest.raises(ValueError, match="frame_stride differ"):
+        export_dataset([a, _demo_dir(tmp_path / "c", [0], stride=3)], tmp_path / "other")

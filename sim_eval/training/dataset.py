@@ -1,6 +1,6 @@
 """The training set: recorded demonstrations packed small enough to travel to a GPU machine with no network.
 
-``export_dataset(demo_dir, out)`` writes a directory of three kinds of file:
+``export_dataset(demo_dirs, out)`` writes a directory of three kinds of file:
     ``<view>.mp4``   every kept frame of every demo of camera ``view``, in manifest order, H.264 (yuv444p: no chroma
                      subsampling at 128 px), one video per view
     ``arrays.npz``   per step: ``state`` (N, 8), ``labels`` (N, 7) (the expert's actions, the training target),
@@ -80,11 +80,20 @@ def decode_video(path: Path) -> np.ndarray:
         reader.close()
 
 
-def export_dataset(demo_dir: str | Path, out: str | Path, crf: int = 20, per_task: int | None = None) -> dict[str, Any]:
-    """Pack the demos of ``demo_dir`` (its manifest; with ``per_task``, the first that many of each task) into
-    ``out``; returns the meta dict."""
-    demo_dir, out = Path(demo_dir), Path(out)
-    manifest = load_manifest(demo_dir)
+def export_dataset(
+    demo_dirs: str | Path | list, out: str | Path, crf: int = 20, per_task: int | None = None
+) -> dict[str, Any]:
+    """Pack the demos of ``demo_dirs`` (each directory's manifest, in order; with ``per_task``, the first that many
+    of each task) into ``out``; returns the meta dict. The directories must share suite, image size and stride."""
+    dirs = [Path(d) for d in (demo_dirs if isinstance(demo_dirs, list | tuple) else [demo_dirs])]
+    out = Path(out)
+    manifests = [load_manifest(d) for d in dirs]
+    keys = ("suite", "image_size", "frame_stride", "held_out_tolerance_m")
+    for d, m in zip(dirs[1:], manifests[1:], strict=True):
+        differs = [k for k in keys if m.get(k) != manifests[0].get(k)]
+        if differs:
+            raise ValueError(f"{d}: {', '.join(differs)} differ from {dirs[0]}'s; export them apart")
+    manifest = manifests[0]
     taken: dict[int, int] = {}
     out.mkdir(parents=True, exist_ok=True)
     frames: dict[str, list[np.ndarray]] = {view: [] for view in VIEWS}
@@ -93,7 +102,8 @@ def export_dataset(demo_dir: str | Path, out: str | Path, crf: int = 20, per_tas
     episodes: dict[str, list[int]] = {"task_id": [], "placement_seed": [], "step_start": [0], "frame_start": [0]}
     instructions: dict[int, str] = {}
     held_out: list[float] = []
-    demos = (d for d in iter_demos(demo_dir) if per_task is None or taken.setdefault(d.meta["task_id"], 0) < per_task)
+    every = (demo for d in dirs for demo in iter_demos(d))
+    demos = (d for d in every if per_task is None or taken.setdefault(d.meta["task_id"], 0) < per_task)
     for e, demo in enumerate(demos):
         meta = demo.meta
         taken[meta["task_id"]] = taken.get(meta["task_id"], 0) + 1
@@ -113,7 +123,7 @@ def export_dataset(demo_dir: str | Path, out: str | Path, crf: int = 20, per_tas
         instructions[int(meta["task_id"])] = meta["instruction"]
         held_out.append(float(meta["held_out"]["distance_m"]))
     if not held_out:
-        raise ValueError(f"{demo_dir}: the manifest lists no demos")
+        raise ValueError(f"{', '.join(map(str, dirs))}: the manifests list no demos")
     arrays = {k: np.concatenate(v) for k, v in steps.items()}
     arrays["frame_step"] = np.concatenate(frame_step).astype(np.int64)
     arrays.update({k: np.asarray(v, dtype=np.int64) for k, v in episodes.items()})
@@ -128,13 +138,23 @@ def export_dataset(demo_dir: str | Path, out: str | Path, crf: int = 20, per_tas
         "views": list(VIEWS),
         "image_size": manifest["image_size"],
         "frame_stride": manifest.get("frame_stride", 1),
-        "dart": manifest["dart"],
+        "dart": {
+            "prob": manifest["dart"]["prob"],
+            "sigma": manifest["dart"]["sigma"],
+            "perturbed_steps": int(arrays["perturbed"].sum()),
+            "steps": int(len(arrays["perturbed"])),
+        },
         "held_out": {
             "tolerance_m": manifest["held_out_tolerance_m"],
             "min_distance_m": round(min(held_out), 5),
             "median_distance_m": round(float(np.median(held_out)), 5),
         },
-        "source": {k: manifest[k] for k in ("policy", "episodes_run", "successes", "failures")},
+        "source": {
+            "dirs": [str(d) for d in dirs],
+            "policy": manifest["policy"],
+            **{k: sum(m[k] for m in manifests) for k in ("episodes_run", "successes", "failures")},
+            "rejected": sum(len(m.get("rejected", [])) for m in manifests),
+        },
         "episodes": len(held_out),
         "steps": int(len(arrays["labels"])),
         "frames": int(len(arrays["frame_step"])),
