@@ -18,7 +18,7 @@ def check_checkpoint(path: str) -> None:
 
 
 def build_policy(
-    checkpoint: str,
+    checkpoint: str | None = None,
     cache: str = "full",
     refresh: dict[str, Any] | None = None,
     engine: str = "native",
@@ -34,6 +34,8 @@ def build_policy(
     pad_multiple: int = 1,
 ):
     """The Hydra ``_target_``: a ``CacheController``-wrapped Pi0.5 policy.
+
+    ``checkpoint``: a LeRobot or openpi Pi0.5 directory; None = the embedded small model (``checkpoints``);
 
     ``cache``: ``full`` | ``cache<N>`` | ``adaptive<N>``; ``refresh``: ``{"threshold": 6.5, "views": [...]}`` for
     adaptive modes; ``engine``: ``native`` (this package) or ``flashrt`` (the FlashRT frontend, CUDA only);
@@ -51,6 +53,10 @@ def build_policy(
     unknown = set(refresh) - {"threshold", "views"}
     if unknown:
         raise ValueError(f"refresh: unknown keys {sorted(unknown)} (expected threshold, views)")
+    if checkpoint is None:
+        from checkpoints import path
+
+        checkpoint = str(path())
     check_checkpoint(checkpoint)
     if engine == "native":
         import torch
