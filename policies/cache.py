@@ -2,7 +2,7 @@
 
 It wraps any engine that offers::
 
-    prepare(obs) -> prepared           # has ``images_u8``: {view: uint8 (224, 224, 3) model-input image}
+    prepare(obs) -> prepared           # has ``images_u8``: {view: uint8 (S, S, 3) model-input image, S the model's}
     encode_prefix(prepared) -> cache   # expensive; the result is never mutated
     denoise(cache, noise) -> (chunk, 7) actions
     noise_shape, sync()

@@ -71,7 +71,8 @@ def resolve_camera_map(camera_map: dict[str, str] | None, camera_keys: tuple[str
 
 @dataclass(frozen=True)
 class Prepared:
-    """One observation after pre-processing. ``images_u8``: view -> uint8 (224, 224, 3) model-input image."""
+    """One observation after pre-processing. ``images_u8``: view -> uint8 (S, S, 3) model-input image (S: the
+    checkpoint's input size, 224 for Pi0.5, 128 for the embedded model)."""
 
     images_u8: dict[str, np.ndarray]
     images: torch.Tensor  # (n_present, 3, S, S) float32 in [-1, 1], checkpoint camera order, on CPU
