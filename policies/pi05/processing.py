@@ -152,35 +152,27 @@ class Normalizer:
             if any(k not in stats for k in need):
                 raise ValueError(f"{name} normalization {mode} needs stats {need}, checkpoint has {sorted(stats)}")
 
-    def normalize_state(self, x: np.ndarray) -> np.ndarray:
+    def _normalize(self, x: np.ndarray, mode: str, stats: dict[str, np.ndarray]) -> np.ndarray:
+        """One formula for state and actions (stats truncated to x's last dimension)."""
         x = np.asarray(x, dtype=np.float32)
-        s = self.state
-        if self.state_mode == "IDENTITY":
+        d = x.shape[-1]
+        if mode == "IDENTITY":
             return x
-        if self.state_mode == "MEAN_STD":
-            return (x - s["mean"][: x.shape[-1]]) / (s["std"][: x.shape[-1]] + np.float32(self.eps))
-        q01, q99 = s["q01"][: x.shape[-1]], s["q99"][: x.shape[-1]]
+        if mode == "MEAN_STD":
+            return (x - stats["mean"][:d]) / (stats["std"][:d] + np.float32(self.eps))
+        q01, q99 = stats["q01"][:d], stats["q99"][:d]
         if self.formula == "openpi":
             return (x - q01) / (q99 - q01 + np.float32(1e-6)) * np.float32(2.0) - np.float32(1.0)
         denom = q99 - q01
         denom = np.where(denom == 0, np.float32(self.eps), denom).astype(np.float32)
         return np.float32(2.0) * (x - q01) / denom - np.float32(1.0)
 
+    def normalize_state(self, x: np.ndarray) -> np.ndarray:
+        return self._normalize(x, self.state_mode, self.state)
+
     def normalize_actions(self, x: np.ndarray) -> np.ndarray:
         """The inverse of ``unnormalize_actions`` (what a training target is)."""
-        x = np.asarray(x, dtype=np.float32)
-        a = self.action
-        d = x.shape[-1]
-        if self.action_mode == "IDENTITY":
-            return x
-        if self.action_mode == "MEAN_STD":
-            return (x - a["mean"][:d]) / (a["std"][:d] + np.float32(self.eps))
-        q01, q99 = a["q01"][:d], a["q99"][:d]
-        if self.formula == "openpi":
-            return (x - q01) / (q99 - q01 + np.float32(1e-6)) * np.float32(2.0) - np.float32(1.0)
-        denom = q99 - q01
-        denom = np.where(denom == 0, np.float32(self.eps), denom).astype(np.float32)
-        return np.float32(2.0) * (x - q01) / denom - np.float32(1.0)
+        return self._normalize(x, self.action_mode, self.action)
 
     def unnormalize_actions(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
