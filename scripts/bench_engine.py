@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.pi05.config import CheckpointInfo, apply_size_override, full_size  # noqa: E402
-from policies.pi05.engine import DTYPES, Pi05Engine, Prepared, build_model  # noqa: E402
+from policies.pi05.engine import DTYPES, Pi05Engine, Prepared, build_model, randomize_weights  # noqa: E402
 
 CAMERAS = ("observation.images.base_0_rgb", "observation.images.left_wrist_0_rgb")
 
@@ -71,22 +71,6 @@ def synthetic_info(chunk: int, sizes) -> CheckpointInfo:
 
 
 @torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Finite, well-scaled random weights: N(0, 1/fan_in) matrices, SigLIP LayerNorm scales 1+N(0, 0.1^2), Gemma
-    RMSNorm weights N(0, 0.1^2) (the scale is 1+w), biases N(0, 0.02^2)."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    for name, p in model.named_parameters():
-        r = torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32)
-        if p.ndim >= 2:
-            p.copy_(r * p[0].numel() ** -0.5)
-        elif name.startswith("vision.") and name.endswith("weight"):
-            p.copy_(1 + 0.1 * r)
-        elif name.endswith("weight"):
-            p.copy_(0.1 * r)
-        else:
-            p.copy_(0.02 * r)
-
-
 def percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     return {
@@ -143,7 +127,7 @@ def bench(args) -> dict:
         sizes = apply_size_override(sizes, json.loads(Path(args.sizes).read_text()))
     t0 = time.perf_counter()
     model = build_model(sizes, dev, DTYPES[args.dtype])
-    randomize(model)
+    randomize_weights(model)
     model.prepare_inference()
     sync()
     print(

@@ -49,7 +49,7 @@ from policies.pi05.triton_expert import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import randomize  # noqa: E402
+from policies.pi05.engine import randomize_weights as randomize  # noqa: E402
 
 
 def graph_time_us(fn, calls: int, replays: int = 30) -> float:

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import RunConfig
+from sim_eval.devices import WorkerDevice, pin_worker, plan_worker_devices, visible_gpus
 from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
 from sim_eval.rollout import run_episode
@@ -101,13 +102,21 @@ def env_kwargs(run: RunConfig) -> dict[str, Any]:
     }
 
 
-class EpisodeRunner:
-    """Runs episodes of one suite with one policy, keeping one simulator per task alive between episodes."""
+def policy_device(policy) -> str:
+    """The torch device the policy's engine actually runs on ("-" for policies without one)."""
+    return str(getattr(getattr(policy, "engine", None), "device", "-"))
 
-    def __init__(self, run: RunConfig, policy, run_dir: Path):
+
+class EpisodeRunner:
+    """Runs episodes of one suite with one policy, keeping one simulator per task alive between episodes.
+
+    ``device``: what this process was given (``sim_eval.devices.pin_worker``); every record carries it."""
+
+    def __init__(self, run: RunConfig, policy, run_dir: Path, device: dict[str, Any] | None = None):
         self.run, self.policy, self.run_dir = run, policy, Path(run_dir)
         self.envs = EnvPerTask(run.suite.name, **env_kwargs(run))
-        self.meta = run_meta(run)
+        device = device or {"gpu": None, "egl_device": None, "gpu_name": None}
+        self.meta = {**run_meta(run), "device": {**device, "policy": policy_device(policy)}}
 
     def __call__(self, task_id: int, episode_index: int) -> dict[str, Any]:
         suite = self.run.suite.name
@@ -143,9 +152,13 @@ class EpisodeRunner:
         self.envs.close()
 
 
-def _episode_runner(run: RunConfig, policy_cfg: dict, run_dir: str) -> EpisodeRunner:
-    """What a spawned worker runs: its own policy (built from the config) and simulator."""
-    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir))
+def _episode_runner(run: RunConfig, policy_cfg: dict, run_dir: str, device: WorkerDevice) -> EpisodeRunner:
+    """What a spawned worker runs: its own policy (built from the config, on its slot's device) and simulator
+    (rendering on its slot's GPU)."""
+    info = pin_worker(device)
+    if "device" in policy_cfg:
+        policy_cfg = {**policy_cfg, "device": device.policy}
+    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir), device=info)
 
 
 def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]]) -> Iterator[dict]:
@@ -156,7 +169,12 @@ def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tupl
         return crash_record(run, *item, {"type": "WorkerDied", "message": message, "traceback": ""})
 
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    return run_in_workers(_episode_runner, (run, policy_cfg, str(run_dir)), todo, run.eval.num_workers, died)
+    gpus = visible_gpus(run.eval.gpus)
+    plan = plan_worker_devices(run.eval.num_workers, gpus, str(policy_cfg.get("device", "auto")))
+    if gpus:
+        log.info("workers over GPUs %s: %s", gpus, ", ".join(f"{d.policy}/egl-gpu{d.gpu}" for d in plan))
+    args = (run, policy_cfg, str(run_dir))
+    return run_in_workers(_episode_runner, args, todo, run.eval.num_workers, died, slot_args=lambda k: (plan[k],))
 
 
 def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, policy=None) -> dict[str, Any]:

@@ -102,6 +102,9 @@ class EvalConfig:
     retry_errors: bool = False  # on resume, run again episodes whose record is an error
     seed: int = 0  # base of the per-episode noise seed
     lag_mae: int = 3  # record pixel MAE against the inputs 1..N inferences back (calibration); 0 = off
+    # CUDA devices the workers are spread over, round-robin, for the policy and for EGL rendering (sim_eval.devices);
+    # null = every visible one (none on a CPU machine); [] = pin nothing
+    gpus: list[int] | None = None
     shard: ShardConfig = field(default_factory=ShardConfig)
 
     def __post_init__(self) -> None:
@@ -115,6 +118,10 @@ class EvalConfig:
         _require(self.num_workers >= 0, f"eval.num_workers={self.num_workers}: must be >= 0")
         _require(self.lag_mae >= 0, f"eval.lag_mae={self.lag_mae}: must be >= 0")
         _require(self.video_fps >= 1, f"eval.video_fps={self.video_fps}: must be >= 1")
+        _require(
+            self.gpus is None or all(g >= 0 for g in self.gpus),
+            f"eval.gpus={self.gpus}: CUDA ordinals must be >= 0",
+        )
 
 
 @dataclass
@@ -158,6 +165,7 @@ class Pi05PolicyConfig:
     dtype: str = "float32"
     tokenizer: str | None = None
     model_sizes: str | None = None
+    random_weights: bool = False
     camera_map: dict[str, str] | None = None
     shadow: bool = False
     num_steps: int = 10

@@ -62,6 +62,15 @@ class LagMAE:
         return lags
 
 
+def _time_split(env, policy_s: float, control_s: float) -> dict[str, float]:
+    """Where the control loop's wall time went: the env's own split (physics, render, observe) when it keeps one, the
+    policy's calls (inference plus any wait for the GPU), and the rest (the loop, observers such as videos)."""
+    split = dict(getattr(env, "timing", {}))
+    split["policy_s"] = policy_s
+    split["other_s"] = max(control_s - sum(split.values()), 0.0)
+    return {k: round(v, 3) for k, v in split.items()}
+
+
 def run_episode(
     env,
     policy,
@@ -107,6 +116,7 @@ def run_episode(
         "error": None,
     }
     lag = LagMAE(lag_mae) if lag_mae > 0 else None
+    policy_s = 0.0
     try:
         start = {"init_state_index": episode_index}
         if placement_seed is not None:
@@ -115,9 +125,12 @@ def run_episode(
         policy.reset(task)
         plan: deque[np.ndarray] = deque()
         success = False
+        control_started = time.perf_counter()
         while True:
             if not plan:
+                infer_started = time.perf_counter()
                 result = policy.infer(obs)
+                policy_s += time.perf_counter() - infer_started
                 actions = check_infer_result(result)
                 entry = {"step": record["steps"], **_compact(result["info"])}
                 if lag is not None and "images" in obs:
@@ -134,6 +147,7 @@ def run_episode(
                 success = bool(terminated)
                 break
         record["success"] = success
+        record["time_s"] = _time_split(env, policy_s, time.perf_counter() - control_started)
     except Exception as err:  # a crashed episode is recorded as an error, never as a failure
         record["error"] = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
     record["wall_s"] = round(time.perf_counter() - started, 3)

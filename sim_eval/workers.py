@@ -45,9 +45,11 @@ def run_in_workers(
     todo: list[Item],
     num_workers: int,
     died: Callable[[Item, str], dict[str, Any]],
+    slot_args: Callable[[int], tuple] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one result per item of ``todo`` (in completion order) from ``min(num_workers, len(todo))`` spawned
-    workers. ``factory`` and ``args`` must be picklable (a module-level callable, plain values)."""
+    workers. ``factory`` and ``args`` must be picklable (a module-level callable, plain values). ``slot_args(k)``
+    gives worker slot k's extra arguments (its GPU, say); a replacement worker takes the slot of the one it replaces."""
     ctx = mp.get_context("spawn")
     work = ctx.Queue()
     for item in todo:
@@ -56,18 +58,20 @@ def run_in_workers(
     for _ in range(n_workers):
         work.put(None)
     procs: dict[Connection, Any] = {}  # a live worker's report pipe -> its process
+    slots: dict[Connection, int] = {}
     in_flight: dict[Connection, Item | None] = {}
     took_sentinel: set[Connection] = set()
 
-    def start() -> None:
+    def start(slot: int) -> None:
         reader, writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(factory, args, work, writer), daemon=True)
+        extra = slot_args(slot) if slot_args is not None else ()
+        proc = ctx.Process(target=_worker_main, args=(factory, (*args, *extra), work, writer), daemon=True)
         proc.start()
         writer.close()  # the worker holds the only writer now: end of file on the reader once it is gone
-        procs[reader], in_flight[reader] = proc, None
+        procs[reader], in_flight[reader], slots[reader] = proc, None, slot
 
-    for _ in range(n_workers):
-        start()
+    for slot in range(n_workers):
+        start(slot)
     gone = []
     try:
         while procs:
@@ -82,7 +86,7 @@ def run_in_workers(
                         message = f"worker process exited with code {proc.exitcode} during this episode"
                         yield died(in_flight[reader], message)
                     if reader not in took_sentinel:  # it died before taking its sentinel: the replacement will
-                        start()
+                        start(slots[reader])
                     continue
                 if kind == "fatal":
                     raise RuntimeError(f"worker could not build the policy:\n{payload}")

@@ -32,6 +32,7 @@ def build_policy(
     cpu_threads: int | None = 1,
     kernels: str = "auto",
     pad_multiple: int = 1,
+    random_weights: bool = False,
 ):
     """The Hydra ``_target_``: a ``CacheController``-wrapped Pi0.5 policy.
 
@@ -43,6 +44,8 @@ def build_policy(
     ``cpu_threads``: torch intra-op CPU threads (None leaves torch's default);
     ``kernels``: the denoise step's implementation, ``torch``, ``triton`` (CUDA, bf16) or ``auto``;
     ``pad_multiple``: with CUDA graphs, pad prompts to a multiple of this many tokens (1: exact lengths);
+    ``random_weights``: the checkpoint's processors and tokenizer with random weights of its (or ``model_sizes``')
+    sizes -- ``model_sizes=pi05`` gives the real Pi0.5's, to measure real-size throughput in closed loop;
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
     from policies.cache import CacheController
@@ -79,6 +82,7 @@ def build_policy(
             num_steps=num_steps,
             kernels=kernels,
             pad_multiple=pad_multiple,
+            random_weights=random_weights,
         )
     elif engine == "flashrt":
         from policies.flashrt import FlashRTPolicy

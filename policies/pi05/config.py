@@ -7,7 +7,7 @@ loadable (a mismatch otherwise fails at load time naming the tensor and both sha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,18 @@ def apply_size_override(sizes: ModelSizes, override: dict[str, Any]) -> ModelSiz
 
 
 def load_size_override(spec: str | dict | None) -> dict[str, Any] | None:
+    """A size override: a dict, a JSON file, or ``"pi05"``: the real Pi0.5's sizes (SigLIP So400m, gemma_2b,
+    gemma_300m, 224 px), e.g. to time real-size arithmetic with ``random_weights`` behind a small checkpoint."""
     if spec is None or isinstance(spec, dict):
         return spec
+    if spec == "pi05":
+        sizes = full_size()
+        return {
+            "vlm": asdict(sizes.vlm),
+            "expert": asdict(sizes.expert),
+            "vision": asdict(sizes.vision),
+            "vocab_size": sizes.vocab_size,
+        }
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ValueError(f"model_sizes file {str(path)!r} does not exist (expected a JSON file with vlm/expert/vision)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import string
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ class LiberoEnv(gym.Env):
         self._raw: dict[str, np.ndarray] = {}
         self._rendering = cameras
         self._steps = 0
+        # seconds spent in this episode's control steps (since reset): camera renders, the rest of robosuite's step
+        # (physics, controller), and turning raw observations into the protocol's (where rollout time goes)
+        self.timing = {"physics_s": 0.0, "render_s": 0.0, "observe_s": 0.0}
         self.init_state_index: int | None = None
         self.placement_seed: int | None = None
         self.start_state: np.ndarray | None = None
@@ -152,7 +156,12 @@ class LiberoEnv(gym.Env):
             blank = np.zeros((1, 1, 3), np.uint8)
 
             def sensor(cache, real=real, blank=blank):
-                return real(cache) if self._rendering else blank
+                if not self._rendering:
+                    return blank
+                started = time.perf_counter()
+                frame = real(cache)
+                self.timing["render_s"] += time.perf_counter() - started
+                return frame
 
             sensor.__modality__ = getattr(real, "__modality__", "image")
             env._observables[camera]._sensor = sensor
@@ -192,6 +201,7 @@ class LiberoEnv(gym.Env):
         for _ in range(self.num_wait_steps):
             raw, _, _, _ = self._env.step(self.wait_action)
         self._steps = 0
+        self.timing = dict.fromkeys(self.timing, 0.0)
         info = {
             "init_state_index": self.init_state_index,
             "placement_seed": self.placement_seed,
@@ -217,11 +227,16 @@ class LiberoEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        started, rendered = time.perf_counter(), self.timing["render_s"]
         raw, _, _, _ = self._env.step(action)
         self._steps += 1
         success = bool(self._env.check_success())
         truncated = not success and self._steps >= self.max_steps
-        return self._observe(raw), float(success), success, truncated, {"success": success, "steps": self._steps}
+        stepped = time.perf_counter()
+        self.timing["physics_s"] += stepped - started - (self.timing["render_s"] - rendered)
+        obs = self._observe(raw)
+        self.timing["observe_s"] += time.perf_counter() - stepped
+        return obs, float(success), success, truncated, {"success": success, "steps": self._steps}
 
     def render(self):
         if self.render_mode == "rgb_array" and self.cameras:

@@ -1,0 +1,147 @@
+"""Closed-loop throughput of the evaluator on a GPU node: N spawned workers, each with its own engine on CUDA and its
+own LIBERO simulator rendering through EGL on the GPU, for N in ``--workers``.
+
+For each N it runs ``python -m sim_eval`` (the real evaluator, openpi protocol) into ``OUT/<label>_n<N>``, samples
+``nvidia-smi`` every 0.5 s while it runs (GPU utilisation, memory of each worker process), and reads the records:
+
+* env steps/s and episodes/h, aggregate: simulated steps (wait + control) of all episodes over the span from the
+  first episode's start
+  to the last one's end (worker start-up excluded; the run's whole wall time is printed beside it);
+* GPU memory per worker: the median of each worker's peak ``used_memory``;
+* where the time goes: the records' ``time_s`` split (physics, render, observe, policy calls, other) summed over all
+  episodes, as shares of the workers' busy time; GPU busy: mean utilisation while episodes ran.
+
+    python scripts/bench_gpu_eval.py --label small --workers 1 2 4 8 16 --episodes 2 --out $OUT/bench -- \\
+        policy.device=cuda
+    python scripts/bench_gpu_eval.py --label pi05_random --workers 1 2 4 8 16 --episodes 1 --out $OUT/bench -- \\
+        policy.device=cuda policy.dtype=bfloat16 policy.random_weights=true policy.model_sizes=pi05
+
+Arguments after ``--`` go to every evaluator run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sim_eval.records import EPISODES_FILE, read_records  # noqa: E402
+
+
+class GpuSampler(threading.Thread):
+    """``nvidia-smi`` every ``period`` s: GPU utilisation and each compute process's memory (MiB)."""
+
+    def __init__(self, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.period, self.stop = period, threading.Event()
+        self.util: list[tuple[float, float]] = []  # (time, percent)
+        self.peak_mib: dict[int, float] = {}
+
+    def _query(self, args: list[str]) -> list[list[str]]:
+        if shutil.which("nvidia-smi") is None:  # a CPU machine (a plumbing check): nothing to sample
+            return []
+        out = subprocess.run(["nvidia-smi", *args, "--format=csv,noheader,nounits"], capture_output=True, text=True)
+        return [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now = time.time()
+            for row in self._query(["--query-gpu=utilization.gpu"]):
+                self.util.append((now, float(row[0])))
+            for pid, mib in self._query(["--query-compute-apps=pid,used_memory"]):
+                self.peak_mib[int(pid)] = max(self.peak_mib.get(int(pid), 0.0), float(mib))
+            self.stop.wait(self.period)
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extra: list[str]) -> dict:
+    run_dir = out / f"{label}_n{n}"
+    cmd = [
+        sys.executable, "-m", "sim_eval", "suite=libero_object", f"eval.tasks=[{','.join(map(str, tasks))}]",
+        f"eval.episodes_per_task={episodes}", f"eval.num_workers={n}", "logger.mode=disabled",
+        f"hydra.run.dir={run_dir}", *extra,
+    ]  # fmt: skip
+    sampler = GpuSampler()
+    sampler.start()
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.time() - started
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"bench_gpu_eval: {label} N={n} failed (exit {proc.returncode})")
+    records = [r for r in read_records(run_dir / EPISODES_FILE) if r.get("error") is None]
+    begin = min(parse_time(r["finished_at"]) - r["wall_s"] for r in records)
+    end = max(parse_time(r["finished_at"]) for r in records)
+    span = max(end - begin, 1e-9)
+    steps = sum(r["steps"] + r["protocol"]["num_wait_steps"] for r in records)  # every simulated step
+    split: dict[str, float] = {}
+    for r in records:
+        for key, value in r.get("time_s", {}).items():
+            split[key] = split.get(key, 0.0) + value
+    busy = sum(split.values()) or 1e-9
+    util = [u for t, u in sampler.util if begin <= t <= end]
+    infer = [i["infer_ms"] for r in records for i in r["inferences"] if i.get("used_full")]
+    devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records})
+    return {
+        "label": label,
+        "workers": n,
+        "episodes": len(records),
+        "successes": sum(bool(r["success"]) for r in records),
+        "steps": steps,
+        "span_s": round(span, 1),
+        "wall_s": round(wall, 1),
+        "env_steps_per_s": round(steps / span, 1),
+        "episodes_per_h": round(len(records) / span * 3600, 0),
+        "gpu_mem_per_worker_mib": statistics.median(sampler.peak_mib.values()) if sampler.peak_mib else None,
+        "gpu_util_mean_pct": round(statistics.fmean(util), 1) if util else None,
+        "time_share": {k: round(v / busy, 3) for k, v in sorted(split.items())},
+        "full_infer_p50_ms": round(statistics.median(infer), 2) if infer else None,
+        "devices": [json.loads(d) for d in devices],
+        "command": " ".join(cmd[1:]),
+    }
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--label", required=True)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--episodes", type=int, default=2, help="episodes per task")
+    p.add_argument("--tasks", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.workers:
+        row = measure(args.label, n, args.episodes, args.tasks, args.out, extra)
+        rows.append(row)
+        share = " ".join(f"{k[:-2]} {v:.0%}" for k, v in row["time_share"].items())
+        print(
+            f"{row['label']} N={n:2d}: {row['env_steps_per_s']:7.1f} env steps/s, {row['episodes_per_h']:6.0f} ep/h, "
+            f"{row['episodes']} episodes ({row['successes']} ok) in {row['span_s']} s (wall {row['wall_s']} s); "
+            f"GPU mem/worker {row['gpu_mem_per_worker_mib']} MiB, GPU util {row['gpu_util_mean_pct']}%; "
+            f"full infer p50 {row['full_infer_p50_ms']} ms; time: {share}",
+            flush=True,
+        )
+        (args.out / f"{args.label}.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
