@@ -7,6 +7,7 @@ or logger starts (``sim_eval.preflight``); a sweep is checked job by job before 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,11 +21,22 @@ from sim_eval.preflight import CONF_DIR, GROUPS, check_group_choices, preflight,
 
 __all__ = ["CONF_DIR", "GROUPS", "check_group_choices", "cli", "main"]
 log = logging.getLogger("sim_eval")
+FRESH_DIRS: list[Path] = []  # run dirs that did not exist before this command (sim_eval.preflight)
+HYDRA_ONLY = {".hydra", "sim_eval.log"}  # what Hydra writes into a run dir before the task function starts
 
 
 def _fail(err: Exception | str) -> None:
     print(f"sim_eval: error: {err}", file=sys.stderr)
     sys.exit(2)
+
+
+def _fail_to_start(err: Exception | str, run_dir: Path) -> None:
+    """A run that cannot start: remove the dir Hydra made for it (only one this command made, holding nothing but
+    Hydra's files), then the one error line."""
+    if run_dir.resolve() in FRESH_DIRS and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        logging.shutdown()  # close the log file before its dir goes
+        shutil.rmtree(run_dir, ignore_errors=True)
+    _fail(err)
 
 
 def _interrupted(run_dir: Path) -> None:
@@ -50,16 +62,16 @@ def main(cfg: DictConfig) -> dict:
     from sim_eval.loggers import build_logger
     from sim_eval.workers import WorkerStartError
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     policy = None
     if run.eval.num_workers == 0:  # spawned workers build their own
         try:
             policy = build_policy(cfg.policy)
         except (InstantiationException, ValueError, OSError, RuntimeError) as err:  # tokenizer, sizes, engine...
             cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-            _fail(f"policy: {str(cause).splitlines()[0]}")
+            _fail_to_start(f"policy: {str(cause).splitlines()[0]}", run_dir)
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else None
     logger = build_logger(**OmegaConf.to_container(cfg.logger, resolve=True))
@@ -74,7 +86,7 @@ def main(cfg: DictConfig) -> dict:
     except ConfigError as err:  # the run dir holds other settings (checked again where Hydra put the job)
         _fail(err)
     except WorkerStartError as err:
-        _fail(f"policy: {err}")
+        _fail_to_start(f"policy: {err}", run_dir)
     except KeyboardInterrupt:
         _interrupted(run_dir)
     from sim_eval.app import closing_summary
@@ -90,7 +102,7 @@ def cli() -> None:
         print_help()
         return
     try:
-        preflight(argv)
+        FRESH_DIRS.extend(preflight(argv))
     except ConfigError as err:
         _fail(err)
     main()

@@ -152,14 +152,17 @@ def check_job(run: RunConfig, run_dir: Path | None) -> None:
         check_resume(run_dir, lambda: identity(run), run.eval.force_resume)
 
 
-def preflight(argv: list[str]) -> None:
-    """Compose, validate and check every job of ``argv`` (see the module docstring)."""
+def preflight(argv: list[str]) -> list[Path]:
+    """Compose, validate and check every job of ``argv`` (see the module docstring). Returns the run dirs that do
+    not exist yet: Hydra will create them, and a run that then cannot start (its policy cannot be built) removes
+    them again rather than leave an empty dir behind."""
     split = split_argv(argv)
     if split is None:
-        return
+        return []
     multirun, overrides = split
     check_group_choices(overrides)
     jobs = job_overrides(overrides, multirun)
+    fresh = []
     for num, job in enumerate(jobs):
         try:
             run, run_dir = compose_job(job, num if multirun else None)
@@ -168,6 +171,9 @@ def preflight(argv: list[str]) -> None:
             if not multirun:
                 raise
             raise ConfigError(f"job {num} ({' '.join(job) or 'defaults'}): {err}") from None
+        if run_dir is not None and not run_dir.exists():
+            fresh.append(run_dir.resolve())
+    return fresh
 
 
 def print_help() -> None:

@@ -57,7 +57,7 @@ def test_unbuildable_policy_in_workers_is_one_line_on_the_command_line(tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sim_eval: error: policy: ") and "/no/tok" in lines[0], lines
-    assert not (tmp_path / "run" / "episodes.jsonl").exists()
+    assert not (tmp_path / "run").exists()
 
 
 PARENT = """
