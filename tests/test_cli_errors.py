@@ -104,6 +104,18 @@ def test_camera_map_is_settable_from_the_command_line():
     assert validate(compose(B)).policy.camera_map is None
 
 
+def test_camera_map_from_the_command_line_reaches_the_engine():
+    """11: the map is what the engine feeds each checkpoint camera from (here swapped against the default order)."""
+    from sim_eval.app import build_policy
+
+    camera_map = "{agentview:observation.images.left_wrist_0_rgb,wrist:observation.images.base_0_rgb}"
+    policy = build_policy(compose([*B, f"policy.camera_map={camera_map}"]).policy)
+    assert policy.engine.camera_map == {
+        "agentview": "observation.images.left_wrist_0_rgb",
+        "wrist": "observation.images.base_0_rgb",
+    }
+
+
 def test_help_lists_choices_not_internal_schemas(tmp_path):
     """16: ``--help`` names the presets a user can pick, never the ``*_schema`` nodes behind them."""
     result = run_cli(["--help"], cwd=tmp_path, timeout=60)

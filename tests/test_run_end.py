@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 from sim_eval.callbacks import multirun_summary
 from sim_eval.merge import main as merge_main
@@ -85,3 +85,12 @@ def test_merge_onto_a_file_is_one_line(tmp_path, capsys):
     assert merge_main([str(tmp_path / "0"), "--out", str(tmp_path / "file")]) == 2
     line = f"sim_eval.merge: error: --out {tmp_path / 'file'}: exists and is not a directory"
     assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_report_onto_a_file_is_one_line(tmp_path):
+    _job(tmp_path / "0", [], [_record("libero_object/0/0", True)])
+    (tmp_path / "file").write_text("x")
+    result = run_cli([str(tmp_path / "0"), "--out", str(tmp_path / "file")], cwd=tmp_path, module="sim_eval.report")
+    assert result.returncode == 2
+    line = f"report: error: --out {tmp_path / 'file'}: exists and is not a directory"
+    assert result.stderr.strip().splitlines() == [line]
