@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from sim_eval.config import ConfigError, RunConfig, validate
 
@@ -120,7 +121,7 @@ def compose_job(overrides: list[str], job_num: int | None) -> tuple[RunConfig, P
             cfg.hydra.job.num = job_num or 0
         hydra = cfg.hydra
         run_dir = Path(f"{hydra.sweep.dir}/{hydra.sweep.subdir}" if job_num is not None else hydra.run.dir)
-    except Exception:  # noqa: BLE001 -- a dir pattern built from runtime-only values: Hydra resolves it later
+    except OmegaConfBaseException:  # a dir pattern built from runtime-only values (Hydra resolves it later)
         run_dir = None
     with open_dict(cfg):
         del cfg["hydra"]
@@ -170,7 +171,8 @@ def preflight(argv: list[str]) -> list[Path]:
         except ConfigError as err:
             if not multirun:
                 raise
-            raise ConfigError(f"job {num} ({' '.join(job) or 'defaults'}): {err}") from None
+            swept = [o for o in job if o not in overrides]  # this job's values of the swept keys
+            raise ConfigError(f"job {num} ({' '.join(swept) or 'defaults'}): {err}") from None
         if run_dir is not None and not run_dir.exists():
             fresh.append(run_dir.resolve())
     return fresh
