@@ -9,7 +9,7 @@ chunk 10 and 50. Variants timed in one run on the same weights:
                        kernels of ``policies/pi05/triton_expert.py`` (one kernel per GEMM / attention / norm,
                        chained by programmatic dependent launch), all 10 steps in one CUDA graph;
 * ``triton-pad32``  -- the same with the prompt padded to a multiple of 32 and the padding masked by key (one graph
-                       serves prompts of similar length: ``pad_multiple=32``, the default before stop 11);
+                       serves prompts of similar length: ``pad_multiple=32``, the default before ``a923104``);
 * ``triton-persistent-pad32`` -- the padded variant with the step as one persistent launch (``schedule="persistent"``);
 * ``graph-pad32`` / ``graph-exact`` -- the torch step compiled by torch.compile instead of the Triton kernels (the
                        previous default), same graphs.

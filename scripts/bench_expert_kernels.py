@@ -314,10 +314,10 @@ def time_trials(experts, inputs: tuple, chunk: int) -> list[dict]:
 
 def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
     """(label, GEMM configs, attention config) for ``kernels_sweep``: the defaults against the same kernels without
-    register preloading (the stop-8 defaults), and preloading one part at a time."""
+    register preloading (the defaults before ``a6bd2aa``), and preloading one part at a time."""
     base = default_configs(chunk)
     if chunk <= 16:
-        no_pre = {  # the stop-8 chunk-10 defaults
+        no_pre = {  # the chunk-10 defaults before preloading (a6bd2aa)
             "qkv": GemmConfig(block_n=32, block_k=128, num_stages=4),
             "o": GemmConfig(block_n=64, block_k=128, split_k=8, num_stages=4),
             "gate_up": GemmConfig(block_n=32, block_k=128, num_stages=4),
@@ -340,7 +340,7 @@ def kernel_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
 
 def tile_trials(chunk: int) -> list[tuple[str, dict, AttnConfig | None]]:
     """(label, GEMM configs, attention config) for ``kernels_sweep(..., tiles=True)``: one GEMM's or the attention's
-    launch configuration changed at a time from the defaults, timed in the whole chain (the stop-7 sweep timed each
+    launch configuration changed at a time from the defaults, timed in the whole chain (the first sweep timed each
     GEMM alone). Register-preloading tiles are ones that ptxas fits without spills on sm_90 (Triton 3.6)."""
     base = default_configs(chunk)
     rep = dataclasses.replace

@@ -1,11 +1,13 @@
-"""``python -m sim_eval``: compose the config, check it, evaluate, return the metrics.
+"""``python -m sim_eval``: check the whole command line, compose the config, evaluate, return the metrics.
 
-Bad input stops here with one line on stderr (exit code 2) before any simulator, model or logger starts.
+Bad input stops with one line on stderr (exit code 2) before Hydra writes anything and before any simulator, model
+or logger starts (``sim_eval.preflight``); a sweep is checked job by job before its first job runs.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,28 +17,39 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import ConfigError, register_configs, validate
+from sim_eval.preflight import CONF_DIR, GROUPS, check_group_choices, preflight, print_help
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("suite", "protocol", "policy", "logger")
+__all__ = ["CONF_DIR", "GROUPS", "check_group_choices", "cli", "main"]
 log = logging.getLogger("sim_eval")
+FRESH_DIRS: list[Path] = []  # run dirs that did not exist before this command (sim_eval.preflight)
+HYDRA_ONLY = {".hydra", "sim_eval.log"}  # what Hydra writes into a run dir before the task function starts
 
 
-def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Hydra reports an unknown group option as a multi-line error; name the bad value and the choices in one line
-    instead. Sweeps (``suite=a,b``) are checked value by value."""
-    for arg in argv:
-        name, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or name not in GROUPS:
-            continue
-        choices = sorted(p.stem for p in (conf_dir / name).glob("*.yaml"))
-        for choice in value.split(","):
-            if choice.strip() not in choices:
-                raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
-
-
-def _fail(err: Exception) -> None:
+def _fail(err: Exception | str) -> None:
     print(f"sim_eval: error: {err}", file=sys.stderr)
     sys.exit(2)
+
+
+def _fail_to_start(err: Exception | str, run_dir: Path) -> None:
+    """A run that cannot start: remove the dir Hydra made for it (only one this command made, holding nothing but
+    Hydra's files), then the one error line."""
+    if run_dir.resolve() in FRESH_DIRS and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        logging.shutdown()  # close the log file before its dir goes
+        shutil.rmtree(run_dir, ignore_errors=True)
+    _fail(err)
+
+
+def _interrupted(run_dir: Path) -> None:
+    """Ctrl-C: the episode in flight is not recorded (neither a failure nor a crash); the rest resumes."""
+    from sim_eval.records import EPISODES_FILE, read_records
+
+    done = len(read_records(run_dir / EPISODES_FILE))
+    print(
+        f"sim_eval: interrupted: {done} episodes recorded in {run_dir}; run the same command with "
+        f"hydra.run.dir={run_dir} to resume",
+        file=sys.stderr,
+    )
+    sys.exit(130)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -47,17 +60,18 @@ def main(cfg: DictConfig) -> dict:
         _fail(err)
     from sim_eval.app import build_policy, evaluate
     from sim_eval.loggers import build_logger
+    from sim_eval.workers import WorkerStartError
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     policy = None
     if run.eval.num_workers == 0:  # spawned workers build their own
         try:
             policy = build_policy(cfg.policy)
         except (InstantiationException, ValueError, OSError, RuntimeError) as err:  # tokenizer, sizes, engine...
             cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-            _fail(f"policy: {str(cause).splitlines()[0]}")
+            _fail_to_start(f"policy: {str(cause).splitlines()[0]}", run_dir)
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else None
     logger = build_logger(**OmegaConf.to_container(cfg.logger, resolve=True))
@@ -67,7 +81,14 @@ def main(cfg: DictConfig) -> dict:
         group=str(sweep_dir) if sweep_dir else str(run_dir),
         run_dir=str(run_dir),
     )
-    summary = evaluate(run, cfg, run_dir, logger, policy=policy)
+    try:
+        summary = evaluate(run, cfg, run_dir, logger, policy=policy)
+    except ConfigError as err:  # the run dir holds other settings (checked again where Hydra put the job)
+        _fail(err)
+    except WorkerStartError as err:
+        _fail_to_start(f"policy: {err}", run_dir)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
     from sim_eval.app import closing_summary
 
     print(closing_summary(run, run_dir), flush=True)
@@ -76,8 +97,12 @@ def main(cfg: DictConfig) -> dict:
 
 def cli() -> None:
     register_configs()
+    argv = sys.argv[1:]
+    if any(arg in ("--help", "-h") for arg in argv):
+        print_help()
+        return
     try:
-        check_group_choices(sys.argv[1:])
+        FRESH_DIRS.extend(preflight(argv))
     except ConfigError as err:
         _fail(err)
     main()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sim_eval.config import RunConfig
 from sim_eval.devices import WorkerDevice, pin_worker, plan_worker_devices, visible_gpus
 from sim_eval.envs.libero_env import EnvPerTask
+from sim_eval.manifest import check_resume, identity, matches, read_manifest, run_info, write_manifest
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
 from sim_eval.rollout import run_episode
 from sim_eval.video import EpisodeVideo
@@ -35,12 +36,16 @@ def plan_episodes(run: RunConfig) -> list[tuple[int, int]]:
     return pairs[len(pairs) * index // count : len(pairs) * (index + 1) // count]
 
 
-def pending_episodes(run: RunConfig, run_dir: Path) -> tuple[list[tuple[int, int]], int]:
-    """Planned pairs without a record in ``run_dir`` (resume); errors are rerun only with ``eval.retry_errors``."""
+def pending_episodes(
+    run: RunConfig, run_dir: Path, ident: dict[str, Any] | None = None
+) -> tuple[list[tuple[int, int]], int]:
+    """Planned pairs without a record of this identity in ``run_dir`` (resume); errors are rerun only with
+    ``eval.retry_errors``. Records of other settings (kept beside a forced resume) count as not done."""
+    ident = identity(run) if ident is None else ident
     done = {
         record["key"]
         for record in read_records(run_dir / EPISODES_FILE)
-        if record.get("error") is None or not run.eval.retry_errors
+        if (record.get("error") is None or not run.eval.retry_errors) and matches(record, ident)
     }
     planned = plan_episodes(run)
     todo = [(t, e) for t, e in planned if episode_key(run.suite.name, t, e) not in done]
@@ -54,8 +59,10 @@ def build_policy(policy_cfg: DictConfig | dict):
     return instantiate(kwargs, _convert_="all")
 
 
-def run_meta(run: RunConfig) -> dict[str, Any]:
-    """What every record of this run says about how it was run."""
+def run_meta(run: RunConfig, ident: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every record of this run says about how it was run: the headline settings, and the whole identity
+    (``sim_eval.manifest``) with the versions and device beside it, so that records of different models or
+    settings can never be pooled unnoticed."""
     checkpoint = getattr(run.policy, "checkpoint", None)
     return {
         "policy": run.policy.name,
@@ -65,10 +72,14 @@ def run_meta(run: RunConfig) -> dict[str, Any]:
         "seed": run.eval.seed,
         "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
         "shard": dataclasses.asdict(run.eval.shard),
+        "identity": identity(run) if ident is None else ident,
+        "info": run_info(run),
     }
 
 
-def crash_record(run: RunConfig, task_id: int, episode_index: int, error: dict[str, str]) -> dict[str, Any]:
+def crash_record(
+    run: RunConfig, task_id: int, episode_index: int, error: dict[str, str], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The record of an episode that crashed outside the rollout loop (simulator start-up, a dead worker)."""
     suite = run.suite.name
     return {
@@ -77,7 +88,7 @@ def crash_record(run: RunConfig, task_id: int, episode_index: int, error: dict[s
         "task_id": task_id,
         "episode_index": episode_index,
         "init_state_index": episode_index,
-        **run_meta(run),
+        **(meta if meta is not None else run_meta(run)),
         "success": None,
         "steps": 0,
         "inferences": [],
@@ -110,13 +121,22 @@ def policy_device(policy) -> str:
 class EpisodeRunner:
     """Runs episodes of one suite with one policy, keeping one simulator per task alive between episodes.
 
-    ``device``: what this process was given (``sim_eval.devices.pin_worker``); every record carries it."""
+    ``meta``: what every record says about the run (``run_meta``, or the parent's with the checkpoint hashed once);
+    ``device``: what this process was given (``sim_eval.devices.pin_worker``); every record carries both."""
 
-    def __init__(self, run: RunConfig, policy, run_dir: Path, device: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        policy,
+        run_dir: Path,
+        meta: dict[str, Any] | None = None,
+        device: dict[str, Any] | None = None,
+    ):
         self.run, self.policy, self.run_dir = run, policy, Path(run_dir)
         self.envs = EnvPerTask(run.suite.name, **env_kwargs(run))
         device = device or {"gpu": None, "egl_device": None, "gpu_name": None}
-        self.meta = {**run_meta(run), "device": {**device, "policy": policy_device(policy)}}
+        meta = run_meta(run) if meta is None else meta
+        self.meta = {**meta, "device": {**device, "policy": policy_device(policy)}}
 
     def __call__(self, task_id: int, episode_index: int) -> dict[str, Any]:
         suite = self.run.suite.name
@@ -124,7 +144,7 @@ class EpisodeRunner:
             env = self.envs(task_id)
         except Exception as err:  # a simulator that cannot start is this episode's error, not a task failure
             error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
-            return crash_record(self.run, task_id, episode_index, error)
+            return crash_record(self.run, task_id, episode_index, error, self.meta)
         video = None
         if self.run.eval.video != "none":
             video = EpisodeVideo(self.run_dir / "videos", fps=self.run.eval.video_fps)
@@ -152,28 +172,33 @@ class EpisodeRunner:
         self.envs.close()
 
 
-def _episode_runner(run: RunConfig, policy_cfg: dict, run_dir: str, device: WorkerDevice) -> EpisodeRunner:
+def _episode_runner(
+    run: RunConfig, policy_cfg: dict, run_dir: str, meta: dict[str, Any], device: WorkerDevice
+) -> EpisodeRunner:
     """What a spawned worker runs: its own policy (built from the config, on its slot's device) and simulator
-    (rendering on its slot's GPU)."""
+    (rendering on its slot's GPU). ``meta`` comes from the parent, which has hashed the checkpoint once for all
+    workers."""
     info = pin_worker(device)
     if "device" in policy_cfg:
         policy_cfg = {**policy_cfg, "device": device.policy}
-    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir), device=info)
+    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir), meta, device=info)
 
 
-def _run_workers(run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]]) -> Iterator[dict]:
+def _run_workers(
+    run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]], meta: dict[str, Any]
+) -> Iterator[dict]:
     """Records from ``eval.num_workers`` spawned processes (``sim_eval.workers``); a worker that dies mid-episode
     becomes a ``WorkerDied`` error record for that episode."""
 
     def died(item: tuple[int, int], message: str) -> dict:
-        return crash_record(run, *item, {"type": "WorkerDied", "message": message, "traceback": ""})
+        return crash_record(run, *item, {"type": "WorkerDied", "message": message, "traceback": ""}, meta)
 
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
     gpus = visible_gpus(run.eval.gpus)
     plan = plan_worker_devices(run.eval.num_workers, gpus, str(policy_cfg.get("device", "auto")))
     if gpus:
         log.info("workers over GPUs %s: %s", gpus, ", ".join(f"{d.policy}/egl-gpu{d.gpu}" for d in plan))
-    args = (run, policy_cfg, str(run_dir))
+    args = (run, policy_cfg, str(run_dir), meta)
     return run_in_workers(_episode_runner, args, todo, run.eval.num_workers, died, slot_args=lambda k: (plan[k],))
 
 
@@ -184,18 +209,28 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    todo, already = pending_episodes(run, run_dir)
+    ident = identity(run)
+    check_resume(run_dir, ident, run.eval.force_resume)
+    meta = run_meta(run, ident)
+    todo, already = pending_episodes(run, run_dir, ident)
     log.info("%s: %d episodes to run, %d already recorded in %s", run.suite.name, len(todo), already, run_dir)
+    # The manifest goes down with the first record: a run that ends before any leaves the dir free for any settings.
+    manifest_due = read_manifest(run_dir) is None or run.eval.force_resume
     successes = finished = errors = 0
+    # The policy is built (here, or by every worker) before the log or the progress bar appear: a run that cannot
+    # start ends with its one error line and leaves no records file.
+    if run.eval.num_workers == 0:
+        runner = EpisodeRunner(run, policy if policy is not None else build_policy(cfg.policy), run_dir, meta)
+        stream = (runner(task, episode) for task, episode in todo)
+    else:
+        runner, stream = None, _run_workers(run, cfg, run_dir, todo, meta)
     bar = tqdm(total=len(todo), desc=f"{run.suite.name} {run.policy.name}:{run.policy.cache_mode}", unit="ep")
     with EpisodeLog(run_dir / EPISODES_FILE) as episodes:
-        if run.eval.num_workers == 0:
-            runner = EpisodeRunner(run, policy if policy is not None else build_policy(cfg.policy), run_dir)
-            stream = (runner(task, episode) for task, episode in todo)
-        else:
-            runner, stream = None, _run_workers(run, cfg, run_dir, todo)
         try:
             for record in stream:
+                if manifest_due:
+                    write_manifest(run_dir, ident, meta["info"])
+                    manifest_due = False
                 episodes.append(record)
                 logger.log_episode(record)
                 if record.get("error") is not None:
@@ -211,32 +246,28 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
             bar.close()
             if runner is not None:
                 runner.close()
-    records = read_records(run_dir / EPISODES_FILE)
-    summary = write_summary(run_dir, records)
+    # Only this identity's records: those of other settings that a forced resume kept beside them are not its results.
+    records = [r for r in read_records(run_dir / EPISODES_FILE) if matches(r, ident)]
+    summary = write_summary(run_dir, records, identity=ident)
     logger.finish(summary, records)
     return summary
 
 
 def closing_summary(run: RunConfig, run_dir: Path) -> str:
     """What a finished run prints: which model and mode, success with its Wilson interval, latency per inference kind,
-    how often the prefix was recomputed, where the records are and the next command. Derived from the records."""
-    from sim_eval.analysis.stats import latency_by_kind, refresh_stats, wilson_interval
+    how often the prefix was recomputed, where the records are and the next command. Derived from the records of
+    this run's identity."""
+    from sim_eval.analysis.stats import latency_by_kind, refresh_stats
+    from sim_eval.callbacks import latency_text, outcome_text
     from sim_eval.records import dedupe, summarize
 
-    records = dedupe(read_records(run_dir / EPISODES_FILE))
-    overall = summarize(records)["overall"]
+    ident = identity(run)
+    records = dedupe(r for r in read_records(run_dir / EPISODES_FILE) if matches(r, ident))
     model = getattr(run.policy, "checkpoint", None)
     lines = [f"{run.suite.name} {run.policy.name}:{run.policy.cache_mode}" + (f" ({model})" if model else "")]
-    n, k = overall["finished"], overall["successes"]
-    if n:
-        lo, hi = wilson_interval(k, n)
-        lines.append(f"  success {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}), {overall['errors']} crashed")
-    else:
-        lines.append(f"  no episode finished ({overall['errors']} crashed)")
-    latency = latency_by_kind(records)
-    kinds = [f"{kind} {latency[kind]['p50']:.1f} ms" for kind in ("full", "cached", "forced") if latency[kind]["n"]]
-    if kinds:
-        refresh = refresh_stats(records)
-        lines.append(f"  latency p50: {', '.join(kinds)}; full prefix on {refresh['full_fraction']:.0%} of inferences")
+    lines.append("  " + outcome_text(summarize(records)))
+    latency = latency_text(latency_by_kind(records), refresh_stats(records))
+    if latency:
+        lines.append("  " + latency)
     lines.append(f"  records: {run_dir / EPISODES_FILE}; report: python -m sim_eval.report {run_dir}")
     return "\n".join(lines)

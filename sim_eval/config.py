@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +23,7 @@ from policies.pi05.config import KERNELS
 SUITE_TASKS = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
 VIDEO_MODES = ("all", "failures", "none")
 LOGGER_MODES = ("online", "offline", "disabled")
+REPO = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,8 @@ class EvalConfig:
     # CUDA devices the workers are spread over, round-robin, for the policy and for EGL rendering (sim_eval.devices);
     # null = every visible one (none on a CPU machine); [] = pin nothing
     gpus: list[int] | None = None
+    # run into a dir whose manifest names other settings, the new episodes beside the old ones (sim_eval.manifest)
+    force_resume: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
 
     def __post_init__(self) -> None:
@@ -166,7 +170,9 @@ class Pi05PolicyConfig:
     tokenizer: str | None = None
     model_sizes: str | None = None
     random_weights: bool = False
-    camera_map: dict[str, str] | None = None
+    # view -> checkpoint camera key; None = the checkpoint's own order. Typed Any (checked below): OmegaConf cannot
+    # merge a command-line map into an Optional[Dict] None node, nor add keys to a typed dict in struct mode.
+    camera_map: Any = None
     shadow: bool = False
     num_steps: int = 10
     cpu_threads: int | None = 1
@@ -194,6 +200,14 @@ class Pi05PolicyConfig:
             self.cpu_threads is None or self.cpu_threads >= 1,
             f"policy.cpu_threads={self.cpu_threads}: must be >= 1 or null (torch's default)",
         )
+        if self.camera_map is not None:
+            _require(
+                isinstance(self.camera_map, dict),
+                f"policy.camera_map={self.camera_map!r}: expected a map like {{agentview:base_0_rgb,wrist:KEY}}",
+            )
+            for view, key in self.camera_map.items():
+                _require(view in VIEWS, f"policy.camera_map has view {view!r}: allowed are {', '.join(VIEWS)}")
+                _require(isinstance(key, str), f"policy.camera_map.{view}={key!r}: expected a camera key")
         if self.checkpoint is None:  # the embedded default (records name the resolved path)
             self.checkpoint = str(embedded_checkpoint())
         path = os.path.expanduser(str(self.checkpoint))
@@ -278,6 +292,8 @@ class RunConfig:
             _require(len(self.eval.tasks) > 0, f"eval.tasks is empty: {allowed}")
             for task in self.eval.tasks:
                 _require(0 <= task < self.suite.n_tasks, f"eval.tasks has task id {task}: {allowed}")
+            twice = sorted({t for t in self.eval.tasks if list(self.eval.tasks).count(t) > 1})
+            _require(not twice, f"eval.tasks names task {twice[0] if twice else ''} twice: each task runs once")
         if isinstance(self.protocol, ProtocolConfig):
             # Init state i drives episode i; LIBERO ships one init state per protocol trial.
             trials, first = self.protocol.trials_per_task, self.eval.first_episode
@@ -288,6 +304,14 @@ class RunConfig:
                     f"eval.episodes_per_task={self.eval.episodes_per_task}: allowed are 1..{trials - first}"
                     + (f" from eval.first_episode={first}" if first else ""),
                 )
+        if isinstance(self.suite, SuiteConfig) and isinstance(self.protocol, ProtocolConfig):
+            planned = len(self.task_ids) * self.episodes_per_task
+            count = self.eval.shard.count
+            _require(
+                count <= planned,
+                f"eval.shard.count={count}: only {planned} episodes planned, so a shard would get none "
+                f"(allowed are 1..{planned})",
+            )
 
     @property
     def task_ids(self) -> list[int]:
@@ -306,7 +330,14 @@ class RunConfig:
         return self.eval.max_steps or self.protocol.max_steps[self.suite.name]
 
 
+def repo_path(relative: str) -> str:
+    """``${repo:PATH}`` in a config: PATH under the repository root, whatever the working directory."""
+    return str(REPO / relative)
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("repo"):
+        OmegaConf.register_new_resolver("repo", repo_path)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="suite", name="suite_schema", node=SuiteConfig)

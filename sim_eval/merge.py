@@ -1,7 +1,11 @@
 """``python -m sim_eval.merge DIR... [--out OUT]``: merge shard outputs into one run directory.
 
-Records are read from each DIR's ``episodes.jsonl``, deduplicated by (policy, cache mode, episode key) -- a finished
-record wins over a crashed one -- and written with a fresh summary derived from them.
+Records are read from each DIR's ``episodes.jsonl``, deduplicated by (policy, cache mode, seed, episode key) -- a
+finished record wins over a crashed one -- and written with a fresh summary derived from them. Records of one policy
+that were run under other settings than the cache mode and seed (another checkpoint, protocol or step limit) are
+refused: pooled, they would be counted as one model's results. What a sweep dir holds besides its shards is skipped
+with a warning: Hydra's ``multirun.yaml``, and the dir of a shard that failed before its first record (the merge
+then says how many shards it merged, so a missing one shows).
 """
 
 from __future__ import annotations
@@ -11,7 +15,25 @@ import os
 import sys
 from pathlib import Path
 
+from sim_eval.manifest import check_not_mixed
 from sim_eval.records import EPISODES_FILE, EpisodeLog, dedupe, read_records, write_summary
+
+
+def shard_dirs(paths: list[Path], warn=lambda message: None) -> list[Path]:
+    """The run dirs among ``paths``; anything else is reported through ``warn`` and skipped."""
+    dirs = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if not path.is_dir():
+            warn(f"skipping {path}: not a run directory")
+        elif not (path / EPISODES_FILE).is_file():
+            warn(f"skipping {path}: no {EPISODES_FILE} (a shard that ended before its first episode?)")
+        else:
+            dirs.append(path)
+    if not dirs:
+        raise FileNotFoundError(f"no run directory with an {EPISODES_FILE} among {', '.join(map(str, paths))}")
+    return dirs
 
 
 def merge(dirs: list[Path], out: Path) -> dict:
@@ -19,8 +41,12 @@ def merge(dirs: list[Path], out: Path) -> dict:
     for directory in dirs:
         if not (directory / EPISODES_FILE).is_file():
             raise FileNotFoundError(f"{directory}: no {EPISODES_FILE} (not a sim_eval run directory)")
-        records.extend(read_records(directory / EPISODES_FILE))
+        records.extend({**r, "_run_dir": str(directory)} for r in read_records(directory / EPISODES_FILE))
+    check_not_mixed(records, "cannot merge")
+    records = [{k: v for k, v in r.items() if k != "_run_dir"} for r in records]
     merged = sorted(dedupe(records), key=lambda r: (r["suite"], r["task_id"], r["episode_index"]))
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (EPISODES_FILE + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -38,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or args.dirs[0].resolve().parent / "merged"
     try:
-        summary = merge(args.dirs, out)
-    except (FileNotFoundError, ValueError) as err:
+        dirs = shard_dirs(args.dirs, warn=lambda message: print(f"sim_eval.merge: {message}", file=sys.stderr))
+        summary = merge(dirs, out)
+    except (OSError, ValueError) as err:
         print(f"sim_eval.merge: error: {err}", file=sys.stderr)
         return 2
     overall = summary["overall"]
     print(
-        f"merged {overall['episodes']} episodes into {out}: {overall['successes']}/{overall['finished']} succeeded, "
-        f"{overall['errors']} errors"
+        f"merged {overall['episodes']} episodes of {len(dirs)} run dirs into {out}: "
+        f"{overall['successes']}/{overall['finished']} succeeded, {overall['errors']} errors"
     )
     return 0
 

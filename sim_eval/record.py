@@ -382,8 +382,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(recorded=counts["ok"], failed=counts["fail"], rejected=counts["rejected"], errors=counts["err"])
 
+    from sim_eval.workers import WorkerStartError
+
     try:
         manifest = record_demos(job, episodes, num_workers=options.num_workers, progress=progress)
+    except WorkerStartError as err:  # no episode could run: one line, as for any bad input
+        bar.close()
+        print(f"sim_eval.record: error: policy: {err}", file=sys.stderr)
+        sys.exit(2)
     finally:
         bar.close()
     print(

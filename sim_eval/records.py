@@ -8,6 +8,9 @@ A record holds:
     suite, task_id, task_language, episode_index, init_state_index
     env_seed, noise_seed
     policy, cache_mode  policy name and cache mode string ("full", "cache3", "adaptive3", "-" for cache-less policies)
+    identity            the settings that define the results (``sim_eval.manifest``: checkpoint sha256, cache mode,
+                        engine, dtype, protocol, step limit, seed...), the same on every record of a run
+    info                beside it: sim_eval / torch / python versions, checkpoint path, device asked for
     protocol            the protocol preset as a dict (name, max_steps, num_wait_steps, replan_steps, render_size...)
     success             true / false; null when the episode crashed
     steps               control steps taken after the wait steps
@@ -107,11 +110,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (policy, cache_mode, key), keeping the first finished; a crashed record is superseded by a
-    finished one of the same episode (a resumed run retries crashes only when asked to)."""
+    """One record per (policy, cache_mode, seed, key), keeping the first finished; a crashed record is superseded by
+    a finished one of the same episode (a resumed run retries crashes only when asked to). The seed is part of it:
+    ``full`` at another seed (a control arm) runs the same episode keys on another noise stream."""
     chosen: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        ident = (record.get("policy"), record.get("cache_mode"), record["key"])
+        ident = (record.get("policy"), record.get("cache_mode"), record.get("seed", 0), record["key"])
         held = chosen.get(ident)
         if held is None or (held.get("error") is not None and record.get("error") is None):
             chosen[ident] = record
@@ -154,8 +158,19 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"overall": count_outcomes(records), "suites": suites, "runs": modes}
 
 
-def write_summary(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def write_summary(
+    run_dir: str | Path, records: Iterable[dict[str, Any]], identity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``summary.json``: success (``summarize``), latency per inference kind and how often the prefix was recomputed
+    (``sim_eval.analysis.stats``), and the identity the records were run under when there is one."""
+    from sim_eval.analysis.stats import latency_by_kind, refresh_stats
+
+    records = dedupe(records)
     summary = summarize(records)
+    summary["latency_ms"] = latency_by_kind(records)
+    summary["refresh"] = refresh_stats(records)
+    if identity is not None:
+        summary["identity"] = identity
     target = Path(run_dir) / SUMMARY_FILE
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")

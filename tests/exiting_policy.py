@@ -1,6 +1,7 @@
 """Processes that die (``os._exit``, as a segfault or an OOM kill would end them), for the worker-death tests: a
 policy that dies in one chosen episode (its index comes from SIM_EVAL_TEST_EXIT_EPISODE, which spawned workers
-inherit), and an episode runner that dies while closing."""
+inherit), an episode runner that dies while closing, one that cannot start, and one that sleeps through its episode
+(for the tests that stop its parent)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,28 @@ class RunnerDyingOnClose:
 
     def close(self) -> None:
         os._exit(4)
+
+
+class RunnerFailingToStart:
+    """An episode runner whose construction fails, as a policy that cannot be built does."""
+
+    def __init__(self):
+        raise ValueError("tokenizer '/no/tok' not found\n(a second line the one-line error leaves out)")
+
+
+class SleepingRunner:
+    """An episode runner that writes its pid to ``pid_file`` and then takes a minute per episode (a long rollout)."""
+
+    def __init__(self, pid_file: str):
+        self.pid_file = pid_file
+
+    def __call__(self, task_id: int, episode_index: int) -> dict:
+        with open(self.pid_file, "w") as handle:
+            handle.write(str(os.getpid()))
+        import time
+
+        time.sleep(60)
+        return {"task_id": task_id, "episode_index": episode_index}
+
+    def close(self) -> None:
+        pass

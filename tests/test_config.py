@@ -140,7 +140,7 @@ def test_unbuildable_policy_is_one_line_before_any_episode(tmp_path, overrides, 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sim_eval: error: ") and needle in lines[0]
-    assert not (tmp_path / "run" / "episodes.jsonl").exists()
+    assert not (tmp_path / "run").exists()  # 5: the dir Hydra made for the run that could not start is gone
 
 
 def test_validate_raises_config_error_in_process():

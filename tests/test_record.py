@@ -241,9 +241,10 @@ def test_bad_recorder_input_fails_with_one_line_before_any_simulator(argv, messa
 
 def test_unbuildable_policy_in_a_worker_fails_instead_of_hanging(tmp_path):
     from sim_eval.record import record_demos
+    from sim_eval.workers import WorkerStartError
 
     job = dataclasses.replace(_job(tmp_path), policy={**SCRIPTED, "speed": 5.0})  # outside ScriptedExpert's range
-    with pytest.raises(RuntimeError, match="could not build the policy"):
+    with pytest.raises(WorkerStartError, match=r"ValueError: ScriptedExpert speed=5.0: must be in"):
         record_demos(job, [(0, 0), (0, 1)], num_workers=1)
 
 

@@ -175,6 +175,9 @@ def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # 14: the sweep ends with a line per job and the report command
+    assert f"multirun: 3 jobs in {sweep}" in result.stdout and "  job 2 (eval.shard.index=2 " in result.stdout
+    assert f"  report: python -m sim_eval.report {sweep}" in result.stdout
     shards = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(shards) == 3
     per_shard = [set(_keys(shard)) for shard in shards]

@@ -11,10 +11,13 @@ from typing import Any
 
 def check_checkpoint(path: str) -> None:
     """Raise ``ValueError`` (one line naming the path and what is expected) unless ``path`` is a LeRobot or openpi
-    Pi0.5 checkpoint directory. Reads only ``config.json`` and file names."""
-    from policies.pi05.config import detect_layout
+    Pi0.5 checkpoint directory with a whole safetensors file of weights. Reads ``config.json`` and the weights'
+    header, not the weights."""
+    from policies.pi05.config import check_safetensors, detect_layout
 
-    detect_layout(Path(str(path)).expanduser())
+    path = Path(str(path)).expanduser()
+    detect_layout(path)
+    check_safetensors(path / "model.safetensors")
 
 
 def build_policy(
@@ -52,6 +55,7 @@ def build_policy(
     from policies.cache_mode import CacheMode
 
     mode = CacheMode.parse(cache)
+    camera_map = camera_map or None  # {} (the config's default) = the checkpoint's own camera order
     refresh = dict(refresh or {})
     unknown = set(refresh) - {"threshold", "views"}
     if unknown:

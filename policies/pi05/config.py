@@ -137,6 +137,31 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read {path}: {exc}") from exc
 
 
+def check_safetensors(file: Path) -> None:
+    """Raise ValueError naming ``file`` unless it is a whole safetensors file: an 8-byte header length, a JSON header
+    of that length, and tensor data that ends where the file does. Reading a garbage file's "header length" as a size
+    asks for exabytes; a truncated one fails deep in the loader with a message that names no file."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size or n > 100 << 20:  # headers of real checkpoints are well under 100 MiB
+            raise ValueError(f"{file} is not a safetensors file ({size} bytes, no valid header): re-copy it")
+        header = handle.read(n)
+    try:
+        entries = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{file} is not a safetensors file (its header is not JSON): re-copy it") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{file} is not a safetensors file (its header is not a JSON object): re-copy it")
+    ends = [e["data_offsets"][1] for k, e in entries.items() if k != "__metadata__" and isinstance(e, dict)]
+    if max(ends, default=0) != size - 8 - n:
+        raise ValueError(
+            f"{file} is truncated or damaged: its header describes {max(ends, default=0)} bytes of tensors, the file "
+            f"holds {size - 8 - n}: re-copy it"
+        )
+
+
 def detect_layout(path: Path) -> str:
     """``lerobot`` or ``openpi``; raises ValueError with one line naming the path otherwise."""
     expected = (

@@ -10,7 +10,7 @@ single-CTA attention, and each norm, RoPE and gate was its own kernel. Here:
   in registers, and otherwise (``MODE_PARTIAL``) writes fp32 partial sums, one slice per K split;
 * ``_ada_kernel`` sums those partials, applies the gated residual and the next adaRMS norm: one kernel per sublayer
   boundary (folding that work into the neighbouring GEMMs, by arrival counters or by atomics into an fp32 residual
-  stream with the norm applied as the GEMM loads it, was measured slower: docs/benchmarks.md, stops 9 and 10);
+  stream with the norm applied as the GEMM loads it, was measured slower: docs/benchmarks.md §2);
 * ``_attn_kernel`` reads the prefix K/V where the ``PrefixCache`` holds it and the chunk's own K/V from a small
   buffer, splits the keys over programs (``_attn_combine_kernel`` merges the splits) and masks prefix padding by
   ``n_valid``, so a padded prefix costs nothing extra.

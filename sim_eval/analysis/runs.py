@@ -5,7 +5,9 @@ Each loaded record gets a private ``_run_dir`` key (absolute path of the run it 
 it -- the episode video -- can be resolved, and, when it does not carry its ``seed`` (records written before they
 did), a private ``_seed`` from the run's ``eval.seed``; records on disk are never modified.
 
-A *group* is all records of one ``(policy, cache_mode, seed)``. Per policy one seed is the *primary* one (the seed
+Records of one policy that ran under other settings than cache mode and seed (another checkpoint, protocol, step
+limit: their ``identity``) are refused: paired or pooled, they would read as one model's. A *group* is all records
+of one ``(policy, cache_mode, seed)``. Per policy one seed is the *primary* one (the seed
 the cache modes ran at); its ``full`` group is the baseline, a ``full`` group at any other seed is a *control arm*:
 the same episodes with another flow-matching noise stream, whose cliffs against the baseline are chance alone."""
 
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 from sim_eval.analysis.stats import BASELINE_MODE, group_records
+from sim_eval.manifest import check_not_mixed
 from sim_eval.records import EPISODES_FILE, read_records
 
 Record = dict[str, Any]
@@ -130,6 +133,7 @@ def build_groups(runs: Iterable[Run]) -> list[Group]:
     """Groups by ``(policy, cache_mode, seed)`` over all runs, ``full`` first within a policy, records deduplicated,
     each told its policy's primary seed (``primary_seed``)."""
     runs = list(runs)
+    check_not_mixed((r for run in runs for r in run.records), "cannot report")
     grouped = group_records(r for run in runs for r in run.records)
     groups = []
     for (policy, mode, seed), records in grouped.items():

@@ -23,6 +23,23 @@ from sim_eval.envs.images import resize_with_pad
 # LIBERO camera names behind our view names.
 CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
+# Placement attempts before a reset gives up (robosuite raises RandomizationError when objects do not fit; LIBERO
+# retries that forever).
+RESET_ATTEMPTS = 100
+
+
+def reset_simulator(control_env) -> dict[str, np.ndarray]:
+    """``ControlEnv.reset`` without its flaw: LIBERO retries in a loop whose ``finally: continue`` swallows every
+    exception, Ctrl-C included (three SIGINTs ignored, the run went on), and turns any real error into an endless
+    loop. Here only a failed placement is retried, a bounded number of times; everything else propagates."""
+    from robosuite.utils.errors import RandomizationError
+
+    for _ in range(RESET_ATTEMPTS):
+        try:
+            return control_env.env.reset()
+        except RandomizationError:
+            continue
+    raise RuntimeError(f"reset: no object placement found in {RESET_ATTEMPTS} attempts (robosuite RandomizationError)")
 
 
 def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
@@ -188,7 +205,7 @@ class LiberoEnv(gym.Env):
         self.placement_seed = None if placement is None else int(placement)
         # Seeding before every reset makes an episode independent of what the process ran before (resume, shards).
         self._env.seed(self.placement_seed if placement is not None else self.env_seed if seed is None else seed)
-        raw = self._env.reset()
+        raw = reset_simulator(self._env)
         if self.cameras:
             self._gate_camera_sensors()
         if self.init_state_index is not None:

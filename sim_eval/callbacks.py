@@ -1,0 +1,65 @@
+"""Hydra callbacks: a sweep ends with one line per job (its settings, success with the Wilson interval, latency per
+inference kind) and the report command, read from the jobs' ``summary.json`` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sim_eval.records import SUMMARY_FILE
+
+KINDS = ("full", "cached", "forced")
+
+
+def outcome_text(summary: dict[str, Any]) -> str:
+    """``success 3/4 = 75% (95% CI 30%-95%), 0 crashed`` from a summary's ``overall``."""
+    from sim_eval.analysis.stats import wilson_interval
+
+    overall = summary["overall"]
+    n, k = overall["finished"], overall["successes"]
+    if not n:
+        return f"no episode finished ({overall['errors']} crashed)"
+    lo, hi = wilson_interval(k, n)
+    return f"success {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}), {overall['errors']} crashed"
+
+
+def latency_text(latency: dict[str, Any], refresh: dict[str, Any]) -> str | None:
+    """``latency p50: full 40.0 ms, cached 20.0 ms; full prefix on 57% of inferences``, or None without inferences."""
+    kinds = [f"{kind} {latency[kind]['p50']:.1f} ms" for kind in KINDS if latency.get(kind, {}).get("n")]
+    if not kinds:
+        return None
+    return f"latency p50: {', '.join(kinds)}; full prefix on {refresh['full_fraction']:.0%} of inferences"
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def multirun_summary(sweep_dir: str | Path) -> str:
+    sweep_dir = Path(sweep_dir)
+    jobs = _job_dirs(sweep_dir) if sweep_dir.is_dir() else []
+    lines = [f"multirun: {len(jobs)} jobs in {sweep_dir}"]
+    for job in jobs:
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
+        label = f"  job {job.name} ({' '.join(overrides or []) or 'defaults'}): "
+        if not (job / SUMMARY_FILE).is_file():
+            lines.append(label + "no summary (the job ended before it finished)")
+            continue
+        summary = json.loads((job / SUMMARY_FILE).read_text())
+        latency = latency_text(summary.get("latency_ms") or {}, summary.get("refresh") or {})
+        lines.append(label + outcome_text(summary) + (f"; {latency}" if latency else ""))
+    lines.append(f"  report: python -m sim_eval.report {sweep_dir}")
+    return "\n".join(lines)
+
+
+class MultirunSummary(Callback):
+    """Prints ``multirun_summary`` once every job of a sweep has returned (on the submitting machine)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print(multirun_summary(config.hydra.sweep.dir), flush=True)

@@ -1,0 +1,192 @@
+"""The whole command line checked before Hydra runs any of it.
+
+Hydra creates the run dir and writes ``.hydra/`` before the task function starts, and a sweep starts job 0 before
+job 1's values are even composed. So ``python -m sim_eval`` first composes and validates every job here, checks that
+each run dir can be written and that a dir run into again holds the same settings (``sim_eval.manifest``), and only
+then hands the command line to Hydra. Each failure is one ``ConfigError`` line; nothing has been written or started,
+and nothing here imports torch or LIBERO.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from sim_eval.config import ConfigError, RunConfig, validate
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("suite", "protocol", "policy", "logger")
+# Hydra flags after which the command line is Hydra's business (printing the config, help, shell completion...).
+HYDRA_FLAGS = (
+    "--cfg", "-c", "--info", "-i", "--version", "--hydra-help", "--shell-completion", "-sc", "--resolve",
+    "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
+)  # fmt: skip
+# Keys a "+key=value" may add: the entries of a map setting (every other "+" would add a key nothing reads).
+ADDABLE = ("hydra.", "hydra/", "policy.camera_map.")
+
+
+def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Hydra reports an unknown group option as a multi-line error; name the bad value and the choices in one line
+    instead. Sweeps (``suite=a,b``) are checked value by value."""
+    for arg in argv:
+        name, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or name not in GROUPS:
+            continue
+        choices = group_choices(name, conf_dir)
+        for choice in value.split(","):
+            if choice.strip() not in choices:
+                raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
+    """``(multirun, overrides)``, or None when a Hydra flag asks for something other than a run."""
+    if any(arg in HYDRA_FLAGS or arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
+        return None
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    return multirun, [arg for arg in argv if arg not in ("-m", "--multirun")]
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command line runs, in Hydra's job order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise ConfigError(f"cannot read the command line: {str(err).splitlines()[0]}") from None
+    for override in parsed:
+        key = override.get_key_element().lstrip("+~")
+        if (override.is_add() or override.is_force_add()) and not key.startswith(ADDABLE):
+            raise ConfigError(
+                f"{override.input_line}: '+' adds a key, and sim_eval reads no key {key!r}; "
+                "python -m sim_eval --help lists the settings"
+            )
+    if not multirun:
+        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+        if sweeps:
+            raise ConfigError(f"{sweeps[0]} is a sweep: add -m to run one job per value, or give one value")
+        return [overrides]
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def _composition_error(err: Exception, overrides: list[str]) -> ConfigError:
+    """One line for Hydra's multi-line composition errors: an unknown key with the keys its section has, or the
+    override whose value has the wrong type with what OmegaConf expected."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None)
+    if cause is None or not key:
+        return ConfigError(str(err).splitlines()[0])
+    given = next((o for o in reversed(overrides) if o.lstrip("+~").partition("=")[0] == key), key)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        section, _, name = key.rpartition(".")
+        base = _compose([o for o in overrides if o.partition("=")[0] in GROUPS])
+        node = OmegaConf.select(base, section) if section else base
+        keys = sorted(k for k in node if k != "hydra" and not str(k).startswith("_")) if node is not None else []
+        where = section or "the config"
+        return ConfigError(f"{given}: unknown key {name!r} in {where}; allowed are {', '.join(map(str, keys))}")
+    message = (getattr(cause, "msg", None) or str(cause)).splitlines()[0]
+    return ConfigError(f"{given}: {message}")
+
+
+def compose_job(overrides: list[str], job_num: int | None) -> tuple[RunConfig, Path | None]:
+    """The validated run of one job and the dir Hydra will give it (None where it cannot be known here)."""
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        cfg = _compose(overrides)
+    except ConfigCompositionException as err:
+        raise _composition_error(err, overrides) from None
+    run_dir = None
+    try:
+        with open_dict(cfg):
+            cfg.hydra.job.num = job_num or 0
+        hydra = cfg.hydra
+        run_dir = Path(f"{hydra.sweep.dir}/{hydra.sweep.subdir}" if job_num is not None else hydra.run.dir)
+    except OmegaConfBaseException:  # a dir pattern built from runtime-only values (Hydra resolves it later)
+        run_dir = None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return validate(cfg), run_dir
+
+
+def check_writable(path: Path) -> None:
+    """Raise ``ConfigError`` unless ``path`` is, or can be made, a writable directory; leaves nothing behind."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run dir {path}: exists and is not a directory")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"run dir {path}: {ancestor} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".sim_eval-write-check-"))
+    except OSError as err:
+        raise ConfigError(f"run dir {path}: cannot create directories in {ancestor} ({err.strerror})") from None
+
+
+def check_job(run: RunConfig, run_dir: Path | None) -> None:
+    if run_dir is None:
+        return
+    check_writable(run_dir)
+    if run_dir.is_dir():
+        from sim_eval.manifest import check_resume, identity
+
+        check_resume(run_dir, lambda: identity(run), run.eval.force_resume)
+
+
+def preflight(argv: list[str]) -> list[Path]:
+    """Compose, validate and check every job of ``argv`` (see the module docstring). Returns the run dirs that do
+    not exist yet: Hydra will create them, and a run that then cannot start (its policy cannot be built) removes
+    them again rather than leave an empty dir behind."""
+    split = split_argv(argv)
+    if split is None:
+        return []
+    multirun, overrides = split
+    check_group_choices(overrides)
+    jobs = job_overrides(overrides, multirun)
+    fresh = []
+    for num, job in enumerate(jobs):
+        try:
+            run, run_dir = compose_job(job, num if multirun else None)
+            check_job(run, run_dir)
+        except ConfigError as err:
+            if not multirun:
+                raise
+            swept = [o for o in job if o not in overrides]  # this job's values of the swept keys
+            raise ConfigError(f"job {num} ({' '.join(swept) or 'defaults'}): {err}") from None
+        if run_dir is not None and not run_dir.exists():
+            fresh.append(run_dir.resolve())
+    return fresh
+
+
+def print_help() -> None:
+    """``--help``: the groups a user can pick (not the internal ``*_schema`` entries) and the default settings."""
+    cfg = _compose([])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print("python -m sim_eval [-m] [KEY=VALUE ...]: closed-loop LIBERO evaluation (README.md).\n")
+    print("Groups (GROUP=CHOICE; -m with CHOICE1,CHOICE2 sweeps):")
+    for group in GROUPS:
+        print(f"  {group}: {', '.join(group_choices(group))}")
+    print("\nSettings and their defaults (KEY=VALUE, e.g. policy.cache=adaptive3 eval.episodes_per_task=5):\n")
+    print(OmegaConf.to_yaml(cfg), end="")
+    print("\nHydra's own options: python -m sim_eval --hydra-help")
