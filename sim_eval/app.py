@@ -145,6 +145,8 @@ class EpisodeRunner:
         except Exception as err:  # a simulator that cannot start is this episode's error, not a task failure
             error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
             return crash_record(self.run, task_id, episode_index, error, self.meta)
+        if "renderer" not in self.meta["device"]:  # one GL implementation per process: ask the first env
+            self.meta["device"]["renderer"] = env.gl_renderer() if hasattr(env, "gl_renderer") else None
         video = None
         if self.run.eval.video != "none":
             video = EpisodeVideo(self.run_dir / "videos", fps=self.run.eval.video_fps)

@@ -18,7 +18,8 @@ A record holds:
     time_s              the control loop's wall time split: physics_s, render_s, observe_s (the env), policy_s
                         (policy calls, GPU waits included), other_s; absent for crashed episodes
     device              what the worker was given: policy (torch device), gpu (CUDA ordinal it renders on or null),
-                        egl_device (MUJOCO_EGL_DEVICE_ID), gpu_name
+                        egl_device (MUJOCO_EGL_DEVICE_ID), gpu_name, renderer (the OpenGL vendor / renderer /
+                        version that drew the cameras: Mesa llvmpipe and NVIDIA EGL give different pixels)
     inferences          one compact dict per policy call: {"step": control step, "infer_ms": ..., ...policy info...,
                         "lag_mae": [max-over-views pixel MAE against the inputs 1..N inferences earlier]}
     error               null, or {"type", "message", "traceback"} when the episode crashed; a crashed episode is

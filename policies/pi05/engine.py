@@ -413,4 +413,6 @@ def load_engine(
     model = build_model(info.sizes, device, dtype)
     randomize_weights(model)
     model.prepare_inference()
+    if device.type == "cuda":  # the fp32 draws (2 GB for the real embedding) stay reserved otherwise: N workers pay it
+        torch.cuda.empty_cache()
     return Pi05Engine(info, model=model, load=False, **kwargs)

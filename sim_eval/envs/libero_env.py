@@ -155,6 +155,18 @@ class LiberoEnv(gym.Env):
             obs["privileged"] = privileged_observation(self.sim)
         return obs
 
+    def gl_renderer(self) -> str | None:
+        """The OpenGL implementation that renders this env's cameras ("vendor / renderer / version"), None without
+        cameras. Records carry it because it changes the pixels: Mesa's llvmpipe and NVIDIA's EGL light the same
+        LIBERO scene differently (docs/benchmarks.md, GPU node), so a policy trained on one may fail on the other."""
+        if not self.cameras:
+            return None
+        from OpenGL import GL
+
+        self._env.env.sim._render_context_offscreen.gl_ctx.make_current()
+        parts = [GL.glGetString(name) for name in (GL.GL_VENDOR, GL.GL_RENDERER, GL.GL_VERSION)]
+        return " / ".join(p.decode() for p in parts if p is not None) or None
+
     def set_rendering(self, enabled: bool) -> None:
         """Render the cameras on the following steps or not (a recorder that keeps every n-th frame skips the rest,
         the costliest part of a step on a CPU). Off, observations carry no ``images``. Only the render is skipped:
