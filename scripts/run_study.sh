@@ -12,11 +12,11 @@ start=$SECONDS
 late() { ((deadline > 0 && SECONDS - start > deadline)); }
 for arm in full control cache2 cache3 cache4 adaptive3; do
   if late; then echo "run_study: deadline reached before arm $arm" >&2; exit 0; fi
-  python3 -m sim_eval +arm="$arm" "${common[@]}" hydra.run.dir="$out/$arm"
+  python3 -m sim_eval arm="$arm" "${common[@]}" hydra.run.dir="$out/$arm"
 done
 if late; then echo "run_study: deadline reached before the calibrated arm" >&2; exit 0; fi
 python3 -m sim_eval.calibrate "$out/full" --target-refresh "${STUDY_TARGET_REFRESH:-0.3}" --json "$out/calibration.json"
 threshold=$(python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['replay']['threshold'], 3))" \
   "$out/calibration.json")
-python3 -m sim_eval +arm=adaptive3 policy.refresh.threshold="$threshold" "${common[@]}" \
+python3 -m sim_eval arm=adaptive3 policy.refresh.threshold="$threshold" "${common[@]}" \
   hydra.run.dir="$out/adaptive3_calibrated"

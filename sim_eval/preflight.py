@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sim_eval.config import ConfigError, RunConfig, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("suite", "protocol", "policy", "logger")
+GROUPS = ("suite", "protocol", "policy", "logger", "arm")
 # Hydra flags after which the command line is Hydra's business (printing the config, help, shell completion...).
 HYDRA_FLAGS = (
     "--cfg", "-c", "--info", "-i", "--version", "--hydra-help", "--shell-completion", "-sc", "--resolve",

@@ -170,3 +170,20 @@ def test_submitit_launcher_presets_compose(launcher, target):
         )
     assert cfg.hydra.launcher._target_ == f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{target}"
     assert cfg.eval.shard.count == 8
+
+
+@pytest.mark.parametrize(
+    "arm, cache, seed",
+    [
+        ("none", "full", 0),
+        ("full", "full", 0),
+        ("control", "full", 1),
+        ("cache3", "cache3", 0),
+        ("adaptive3", "adaptive3", 0),
+    ],
+)
+def test_study_arms_set_mode_and_noise_seed(arm, cache, seed):
+    run = validate(compose([f"arm={arm}"]))
+    assert run.policy.cache == cache and run.eval.seed == seed
+    # an arm sits on top of the policy: explicit overrides still win over it
+    assert validate(compose([f"arm={arm}", "eval.seed=5"])).eval.seed == 5
