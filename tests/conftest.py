@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ def tiny_engine(layout: str = "lerobot", **kwargs):
     ckpt = FIXTURES / ("tiny_lerobot" if layout == "lerobot" else "tiny_openpi_layout")
     args = {"model_sizes": str(FIXTURES / "tiny_config.json"), "tokenizer": str(FIXTURES / "tokenizer")}
     return load_engine(str(ckpt), **{**args, "device": "cpu", **kwargs})
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for subprocesses that a test interrupts with SIGINT: a shell that starts the test run in the
+    background (``cmd &``, nohup, some CI runners) leaves SIGINT ignored, children inherit that, and Python then never
+    raises KeyboardInterrupt. Restoring the default before exec makes the child's Python install its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def compose(overrides: list[str]):

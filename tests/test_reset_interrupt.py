@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import FAST_SIM, REPO
+from conftest import FAST_SIM, REPO, sigint_default
 from robosuite.utils.errors import RandomizationError
 
 from sim_eval.envs.libero_env import RESET_ATTEMPTS, reset_simulator
@@ -66,8 +66,9 @@ print("reset finished", flush=True)
 def test_ctrl_c_during_a_libero_reset_ends_the_process_within_2_s():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RESET], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-c", SLOW_RESET], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default,
+    )  # fmt: skip
     try:
         while (line := proc.stdout.readline()) and line.strip() != "resetting":  # LIBERO prints [info] lines first
             pass
@@ -92,7 +93,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_failure_recorded(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim_eval", *args, f"hydra.run.dir={tmp_path}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         log = tmp_path / "sim_eval.log"

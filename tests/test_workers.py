@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, sigint_default
 from exiting_policy import RunnerDyingOnClose, RunnerFailingToStart
 
 from sim_eval.workers import WorkerStartError, run_in_workers
@@ -77,7 +77,7 @@ def _start_parent(tmp_path):
     script = PARENT.format(tests=str(Path(__file__).resolve().parent), pid_file=str(pid_file))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=sigint_default)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (pid_file.exists() and pid_file.read_text()):
         time.sleep(0.1)
