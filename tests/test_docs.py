@@ -10,7 +10,13 @@ from conftest import REPO, compose
 from omegaconf import OmegaConf
 
 OPTION = re.compile(r"`((?:policy|eval|protocol|logger|analysis|suite)\.[a-z_.]+)=")
-SOURCES = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "sim_eval").rglob("*.py")]
+# docker/ is not in the image (.dockerignore), where these tests also run: its README is checked where it exists
+SOURCES = [
+    REPO / "README.md",
+    *(REPO / "docs").glob("*.md"),
+    *(REPO / "docker").glob("*.md"),
+    *(REPO / "sim_eval").rglob("*.py"),
+]
 
 
 def _settings() -> set[str]:
