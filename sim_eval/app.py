@@ -222,7 +222,15 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     # The policy is built (here, or by every worker) before the log or the progress bar appear: a run that cannot
     # start ends with its one error line and leaves no records file.
     if run.eval.num_workers == 0:
-        runner = EpisodeRunner(run, policy if policy is not None else build_policy(cfg.policy), run_dir, meta)
+        device = None
+        if policy is None:  # this process is the only worker: the same GPU rule as slot 0 of a worker pool
+            policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
+            slot = plan_worker_devices(0, visible_gpus(run.eval.gpus), str(policy_cfg.get("device", "auto")))[0]
+            device = pin_worker(slot)
+            if "device" in policy_cfg:
+                policy_cfg = {**policy_cfg, "device": slot.policy}
+            policy = build_policy(policy_cfg)
+        runner = EpisodeRunner(run, policy, run_dir, meta, device=device)
         stream = (runner(task, episode) for task, episode in todo)
     else:
         runner, stream = None, _run_workers(run, cfg, run_dir, todo, meta)
