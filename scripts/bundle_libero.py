@@ -313,10 +313,14 @@ def main() -> None:
             cmd = trace(args.suite, args.steps, log, Path(tmp) / "run")
     opened = opened_files([log, Path(f"{log}.report")], site)
     files = collect(site, opened, set(args.provided.split()), wheels, DEFAULT_EXCLUDE)
+    member_sizes = {}  # each wheel's index read once, not once per member
+    for w in args.wheel:
+        with zipfile.ZipFile(w) as z:
+            member_sizes.update({(w, i.filename): i.file_size for i in z.infolist()})
     raw = {}
     for arcname, src in files.items():
         top = top_level(arcname)
-        size = src.stat().st_size if isinstance(src, Path) else zipfile.ZipFile(src[0]).getinfo(src[1]).file_size
+        size = src.stat().st_size if isinstance(src, Path) else member_sizes[src]
         raw[top] = raw.get(top, 0) + size
     size, n_webp = write_archive(files, args.out / "site.tar.xz")
     versions = {}

@@ -174,16 +174,23 @@ class EpisodeRunner:
         self.envs.close()
 
 
+def _policy_on(policy_cfg: dict, device: WorkerDevice) -> tuple[Any, dict[str, Any]]:
+    """Pin this process to ``device`` (rendering, before any simulator exists) and build the policy on its torch
+    device; returns the policy and what records say about the device."""
+    info = pin_worker(device)
+    if "device" in policy_cfg:
+        policy_cfg = {**policy_cfg, "device": device.policy}
+    return build_policy(policy_cfg), info
+
+
 def _episode_runner(
     run: RunConfig, policy_cfg: dict, run_dir: str, meta: dict[str, Any], device: WorkerDevice
 ) -> EpisodeRunner:
     """What a spawned worker runs: its own policy (built from the config, on its slot's device) and simulator
     (rendering on its slot's GPU). ``meta`` comes from the parent, which has hashed the checkpoint once for all
     workers."""
-    info = pin_worker(device)
-    if "device" in policy_cfg:
-        policy_cfg = {**policy_cfg, "device": device.policy}
-    return EpisodeRunner(run, build_policy(policy_cfg), Path(run_dir), meta, device=info)
+    policy, info = _policy_on(policy_cfg, device)
+    return EpisodeRunner(run, policy, Path(run_dir), meta, device=info)
 
 
 def _run_workers(
@@ -226,10 +233,7 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
         if policy is None:  # this process is the only worker: the same GPU rule as slot 0 of a worker pool
             policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
             slot = plan_worker_devices(0, visible_gpus(run.eval.gpus), str(policy_cfg.get("device", "auto")))[0]
-            device = pin_worker(slot)
-            if "device" in policy_cfg:
-                policy_cfg = {**policy_cfg, "device": slot.policy}
-            policy = build_policy(policy_cfg)
+            policy, device = _policy_on(policy_cfg, slot)
         runner = EpisodeRunner(run, policy, run_dir, meta, device=device)
         stream = (runner(task, episode) for task, episode in todo)
     else:

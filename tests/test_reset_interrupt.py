@@ -62,6 +62,14 @@ print("reset finished", flush=True)
 """
 
 
+def _interrupt(proc: subprocess.Popen, timeout: float) -> float:
+    """Send SIGINT and wait for the process to end; seconds it took."""
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=timeout)
+    return time.perf_counter() - sent
+
+
 @pytest.mark.sim
 def test_ctrl_c_during_a_libero_reset_ends_the_process_within_2_s():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -73,10 +81,7 @@ def test_ctrl_c_during_a_libero_reset_ends_the_process_within_2_s():
         while (line := proc.stdout.readline()) and line.strip() != "resetting":  # LIBERO prints [info] lines first
             pass
         assert line.strip() == "resetting", proc.stderr.read()[-3000:]
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
-        elapsed = time.perf_counter() - sent
+        elapsed = _interrupt(proc, timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -101,10 +106,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_failure_recorded(tmp_path):
         while time.time() < deadline and not (log.exists() and "episodes to run" in log.read_text(errors="ignore")):
             time.sleep(0.2)
         time.sleep(1.0)  # into the first episode's simulator start or reset
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        elapsed = time.perf_counter() - sent
+        elapsed = _interrupt(proc, timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
