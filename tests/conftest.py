@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -27,6 +29,16 @@ def tiny_engine(layout: str = "lerobot", **kwargs):
     ckpt = FIXTURES / ("tiny_lerobot" if layout == "lerobot" else "tiny_openpi_layout")
     args = {"model_sizes": str(FIXTURES / "tiny_config.json"), "tokenizer": str(FIXTURES / "tokenizer")}
     return load_engine(str(ckpt), **{**args, "device": "cpu", **kwargs})
+
+
+def writable_copy(src: Path, dst: Path) -> Path:
+    """Copy the tree ``src`` to ``dst`` for a test to edit. ``shutil.copytree`` keeps the source's mode bits, and in
+    the container smoke test the fixtures are another user's read-only files, so the copy would be read-only too:
+    files are copied without their modes and every copied directory is made writable by its owner."""
+    shutil.copytree(src, dst, copy_function=shutil.copyfile)
+    for d in [dst, *(p for p in dst.rglob("*") if p.is_dir())]:
+        d.chmod(d.stat().st_mode | stat.S_IRWXU)
+    return dst
 
 
 def sigint_default() -> None:

@@ -4,11 +4,11 @@ paths of ``policy=pi05_tiny`` from any working directory."""
 
 from __future__ import annotations
 
-import shutil
+import stat
 import time
 
 import pytest
-from conftest import FIXTURES, compose, run_cli
+from conftest import FIXTURES, compose, run_cli, writable_copy
 
 from sim_eval.config import validate
 
@@ -68,11 +68,31 @@ def test_a_file_as_run_dir_is_one_line(tmp_path):
     assert_one_line(run_cli([*B, f"hydra.run.dir={target}"], cwd=tmp_path, timeout=60), "exists and is not a directory")
 
 
+def test_writable_copy_of_a_read_only_tree(tmp_path):
+    """The damaged-weights tests edit a copy of the fixtures, which the container smoke test mounts read-only as
+    another user's files: the copy must come out writable however the source's modes read (checked on the mode bits,
+    since root, who runs CI, may write anyway)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "w.bin").write_bytes(b"x")
+    (src / "sub" / "w.bin").chmod(0o444)
+    for d in (src / "sub", src):
+        d.chmod(0o555)
+    try:
+        dst = writable_copy(src, tmp_path / "dst")
+    finally:
+        for d in (src, src / "sub"):
+            d.chmod(0o755)
+    assert (dst / "sub" / "w.bin").read_bytes() == b"x"
+    for p in (dst, dst / "sub", dst / "sub" / "w.bin"):
+        assert p.stat().st_mode & stat.S_IWUSR, oct(p.stat().st_mode)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "empty", "truncated"])
 def test_damaged_weights_are_one_line_naming_the_file(tmp_path, damage):
     """8: a garbage, zero-byte or truncated model.safetensors is named, before any model is read."""
     checkpoint = tmp_path / "ckpt"
-    shutil.copytree(FIXTURES / "tiny_lerobot", checkpoint)
+    writable_copy(FIXTURES / "tiny_lerobot", checkpoint)
     weights = checkpoint / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes({"garbage": b"\xff" * 4096, "empty": b"", "truncated": data[: len(data) // 2]}[damage])

@@ -4,10 +4,9 @@ nothing), every record names the model that produced it, and merge and report re
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from conftest import FIXTURES, compose, run_cli
+from conftest import FIXTURES, compose, run_cli, writable_copy
 
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.app import pending_episodes, run_meta
@@ -47,7 +46,7 @@ def _recorded_run(tmp_path, overrides=B, episodes=(0,)):
 def _changed_checkpoint(tmp_path) -> str:
     """A copy of the tiny checkpoint whose weights differ by one byte of tensor data (the header stays valid)."""
     checkpoint = tmp_path / "other_ckpt"
-    shutil.copytree(FIXTURES / "tiny_lerobot", checkpoint)
+    writable_copy(FIXTURES / "tiny_lerobot", checkpoint)
     weights = checkpoint / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FIXTURES as FIX
-from conftest import tiny_engine
+from conftest import tiny_engine, writable_copy
 
 
 def _meta_model():
@@ -60,7 +60,7 @@ def test_size_override_as_config_key(tmp_path):
     from policies.pi05.checkpoint import read_checkpoint_info
 
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(FIX / "tiny_openpi_layout", ckpt)
+    writable_copy(FIX / "tiny_openpi_layout", ckpt)
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["model_sizes"] = json.loads((FIX / "tiny_config.json").read_text())
     (ckpt / "config.json").write_text(json.dumps(cfg))
@@ -122,5 +122,5 @@ def test_tokenizer_not_found_is_clear(tmp_path, monkeypatch):
     # found in a simulated HF cache
     snap = tmp_path / "hf" / "hub" / "models--google--paligemma-3b-pt-224" / "snapshots" / "abc"
     snap.mkdir(parents=True)
-    shutil.copy(FIX / "tokenizer" / "tokenizer.model", snap / "tokenizer.model")
+    shutil.copyfile(FIX / "tokenizer" / "tokenizer.model", snap / "tokenizer.model")
     assert find_tokenizer(None, "google/paligemma-3b-pt-224") == snap / "tokenizer.model"
