@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from policies.base import VIEWS
+from policies.cache import DEFAULT_THRESHOLD
 from policies.cache_mode import CacheMode
 from policies.pi05.config import KERNELS
 
@@ -141,7 +142,7 @@ class LoggerConfig:
 
 @dataclass
 class RefreshConfig:
-    threshold: float = 6.5
+    threshold: float = DEFAULT_THRESHOLD
     views: list[str] = field(default_factory=lambda: list(VIEWS))
 
     def __post_init__(self) -> None:

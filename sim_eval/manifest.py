@@ -30,6 +30,8 @@ MANIFEST_FILE = "manifest.json"
 # Keys a paired comparison is allowed to vary across the runs of one policy (the report pairs cache modes and
 # control-arm seeds); every other identity key must agree between records that are pooled or paired.
 COMPARED_KEYS_PREFIXES = ("policy.cache", "policy.refresh.", "eval.seed")
+# Identity keys that differ between the suites one policy runs on (the step limit follows the suite).
+_PER_SUITE_KEYS = ("suite", "eval.max_steps")
 # Policy settings that change nothing an episode does, or are a path rather than a model (the weights are hashed).
 _NOT_IDENTITY = {"_target_", "shadow", "cpu_threads", "device", "checkpoint", "tokenizer", "model_sizes", "camera_map"}
 
@@ -208,15 +210,21 @@ def check_resume(run_dir: str | Path, ident: dict[str, Any] | Callable[[], dict[
 def check_not_mixed(records: Iterable[dict[str, Any]], what: str) -> None:
     """Raise ``ValueError`` (one line) when records of one policy come from runs that differ in anything but the
     settings a paired comparison varies (cache mode, refresh rule, seed): a different checkpoint, protocol or step
-    limit would be pooled or paired as if it were the same model. Records without an identity are not checked."""
-    first: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    limit would be pooled or paired as if it were the same model. A policy may span suites (a multirun over
+    ``suite=``): the suite and the step limit it sets differ between suites, everything else must not. Records
+    without an identity are not checked."""
+    first: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
     for record in records:
         if "identity" not in record:
             continue
         ident = {k: v for k, v in record["identity"].items() if not k.startswith(COMPARED_KEYS_PREFIXES)}
-        held = first.setdefault(str(record.get("policy")), (ident, record))
-        changed = differences(held[0], ident)
-        if changed:
+        policy = str(record.get("policy"))
+        across = {k: v for k, v in ident.items() if k not in _PER_SUITE_KEYS}
+        for key, compared in (((policy, str(ident.get("suite"))), ident), ((policy,), across)):
+            held = first.setdefault(key, (compared, record))
+            changed = differences(held[0], compared)
+            if not changed:
+                continue
             where = [r.get("_run_dir") or r.get("key") for r in (held[1], record)]
             raise ValueError(
                 f"{what}: records of policy {record.get('policy')} come from runs with other settings "

@@ -38,6 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from policies.base import VIEWS
+from policies.cache import DEFAULT_THRESHOLD
+
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -110,13 +113,31 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def arm_mode(record: dict[str, Any]) -> str:
+    """The record's cache mode as the arm it belongs to: ``cache_mode``, and for an adaptive mode whose refresh rule
+    is not the default one (MAE threshold 6.5, max over every view) the rule too, e.g. ``adaptive3@mae4.2`` or
+    ``adaptive3@mae6.5:agentview``. A threshold sweep runs one mode at several thresholds; each is its own arm.
+    Records without an identity (written before it existed) keep the plain mode."""
+    mode = str(record.get("cache_mode"))
+    ident = record.get("identity") or {}
+    threshold = ident.get("policy.refresh.threshold")
+    if not mode.startswith("adaptive") or threshold is None:
+        return mode
+    views = ident.get("policy.refresh.views")
+    default_views = views is None or sorted(views) == sorted(VIEWS)
+    if float(threshold) == DEFAULT_THRESHOLD and default_views:
+        return mode
+    return f"{mode}@mae{float(threshold):g}" + ("" if default_views else ":" + "+".join(views))
+
+
 def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (policy, cache_mode, seed, key), keeping the first finished; a crashed record is superseded by
+    """One record per (policy, arm mode, seed, key), keeping the first finished; a crashed record is superseded by
     a finished one of the same episode (a resumed run retries crashes only when asked to). The seed is part of it:
-    ``full`` at another seed (a control arm) runs the same episode keys on another noise stream."""
+    ``full`` at another seed (a control arm) runs the same episode keys on another noise stream; so is the refresh
+    rule (``arm_mode``): one adaptive mode at two thresholds runs the same keys too."""
     chosen: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        ident = (record.get("policy"), record.get("cache_mode"), record.get("seed", 0), record["key"])
+        ident = (record.get("policy"), arm_mode(record), record.get("seed", 0), record["key"])
         held = chosen.get(ident)
         if held is None or (held.get("error") is not None and record.get("error") is None):
             chosen[ident] = record

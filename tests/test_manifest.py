@@ -148,3 +148,22 @@ def test_report_refuses_records_of_different_checkpoints_but_pairs_cache_modes(t
         build_groups(load_runs([first, second]))
     _, cached = _recorded_run(tmp_path / "c", overrides=[*B, "policy.cache=cache3"])
     assert sorted(g.mode for g in build_groups(load_runs([first, cached]))) == ["cache3", "full"]
+
+
+def test_one_model_over_two_suites_is_reported_but_not_another_model_on_the_second(tmp_path):
+    """A multirun over suite= gives records whose identity differs in the suite and its step limit: one model, one
+    report. A different checkpoint on the second suite is still refused."""
+    from sim_eval.manifest import check_not_mixed
+
+    run_a = validate(compose([*B]))
+    run_b = validate(compose([*B[:1], "suite=libero_spatial", *B[2:4]]))
+    a = _record(run_a, 0)
+    b = {**_record(run_b, 0), "key": "libero_spatial/0/0", "suite": "libero_spatial"}
+    assert a["identity"]["suite"] != b["identity"]["suite"]
+    check_not_mixed([a, b], "cannot report")
+    other = {**b, "identity": {**b["identity"], "policy.checkpoint": "sha256:" + "0" * 64}}
+    with pytest.raises(ValueError, match="policy.checkpoint"):
+        check_not_mixed([a, other], "cannot report")
+    longer = {**a, "key": "libero_object/0/1", "identity": {**a["identity"], "eval.max_steps": 99}}
+    with pytest.raises(ValueError, match="eval.max_steps"):
+        check_not_mixed([a, longer], "cannot report")

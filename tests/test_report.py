@@ -170,3 +170,24 @@ def test_cliff_videos_side_by_side(tmp_path):
     assert frames[0].shape[:2] == (2 * (32 + 14), 64)  # full above the mode, each under a label bar
     assert "could not compose" in text  # the unreadable pair is reported, the report still written
     assert "`expert:-`: a policy without cache modes; shown without pairing." in text
+
+
+def test_threshold_sweep_is_one_arm_per_threshold(tmp_path):
+    """adaptive3 at two thresholds over the same episodes: two arms (not one deduplicated group), each paired with
+    full, in threshold order in the sweep section, the lower threshold refreshing more."""
+    make_sweep(tmp_path / "a", modes=("full", "adaptive3"), tasks=3, episodes=6, errors=False, missing=0)
+    make_sweep(tmp_path / "b", modes=("adaptive3",), tasks=3, episodes=6, errors=False, threshold=2.0)
+    groups = build_groups(load_runs([tmp_path]))
+    assert [g.name for g in groups] == ["full", "adaptive3@mae2", "adaptive3"]
+    assert all(len(g.records) == 18 for g in groups)
+    report = build_report([tmp_path], tmp_path / "out")
+    text = report.read_text()
+    assert "## Adaptive threshold sweep" in text
+    sweep = json.loads((tmp_path / "out" / "report.json").read_text())["sweeps"]["adaptive3"]
+    assert [row["threshold"] for row in sweep] == [2.0, 6.5]
+    assert [row["group"] for row in sweep] == ["adaptive3@mae2", "adaptive3"]
+    assert sweep[0]["refresh_fraction"] > sweep[1]["refresh_fraction"]
+    assert (tmp_path / "out" / "report_plots" / "sweep_adaptive3.png").is_file()
+    # one threshold only: no sweep section
+    single = build_report([tmp_path / "a"], tmp_path / "out1")
+    assert "## Adaptive threshold sweep" not in single.read_text()

@@ -44,7 +44,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def frontier(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def frontier(
+    rows: Sequence[dict[str, Any]], path: Path, title: str = "Success vs latency per cache mode"
+) -> Path | None:
     """Success rate (Wilson 95% bars) against mean latency per inference, one point per mode, the Pareto front joined
     (dominated modes in red). The mean, not the median, because it sets the sustained control rate of a mode that
     mixes full and cached frames. Rows need ``label``, ``mode``, ``latency_mean_ms``, ``success_rate``,
@@ -78,7 +80,7 @@ def frontier(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     ax.set_ylim(min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.set_title("Success vs latency per cache mode")
+    ax.set_title(title)
     if len(front) > 1:
         ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)

@@ -24,6 +24,7 @@ from sim_eval.analysis.sections import (
     per_suite,
     per_task,
     shadow,
+    sweep,
 )
 from sim_eval.analysis.sections.context import PLOTS_DIR, VIDEOS_DIR, ReportContext
 
@@ -36,6 +37,7 @@ SECTIONS = (
     headline,
     paired,
     control,
+    sweep,
     per_suite,
     per_task,
     lengths,

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from sim_eval.records import count_outcomes, dedupe
+from policies.cache import DEFAULT_THRESHOLD
+from sim_eval.records import arm_mode, count_outcomes, dedupe
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975)
 COS_THRESHOLDS = (0.9, 0.8, 0.5)
@@ -84,29 +85,33 @@ def record_seed(record: Record) -> int:
 
 
 def group_records(records: Iterable[Record]) -> dict[tuple[str, str, int], list[Record]]:
-    """Deduplicated records keyed by ``(policy, cache_mode, seed)``, sorted by policy, then ``full`` first and by mode
+    """Deduplicated records keyed by ``(policy, arm mode, seed)`` (``arm_mode``: the cache mode, with the refresh
+    rule when an adaptive one is not the default), sorted by policy, then ``full`` first and by mode
     period, then by seed. Deduplication runs per group: two ``full`` runs at different seeds share every episode key
     and must not replace each other's records."""
     groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
     for record in records:
-        groups[(str(record.get("policy")), str(record.get("cache_mode")), record_seed(record))].append(record)
+        groups[(str(record.get("policy")), arm_mode(record), record_seed(record))].append(record)
     order = sorted(groups, key=lambda k: (k[0], mode_sort_key(k[1]), k[2]))
     return {key: dedupe(groups[key]) for key in order}
 
 
 def mode_sort_key(mode: str) -> tuple:
-    """``full`` first, then ``cache<N>`` by N, then ``adaptive<N>`` by N, then anything else by name."""
+    """``full`` first, then ``cache<N>`` by N, then ``adaptive<N>`` by N and refresh threshold, then anything else by
+    name."""
     kind, period = parse_mode(mode)
     order = {"full": 0, "cache": 1, "adaptive": 2}.get(kind, 3)
-    return order, period or 0, mode
+    rule = re.search(r"@mae([0-9.]+)", mode)
+    return order, period or 0, float(rule.group(1)) if rule else DEFAULT_THRESHOLD, mode
 
 
 def parse_mode(mode: str) -> tuple[str, int | None]:
-    """``("full", 1)``, ``("cache", N)``, ``("adaptive", N)``, or ``(mode, None)`` for anything else (e.g. ``-``)."""
-    match = re.fullmatch(r"(full|cache|adaptive)(\d*)", str(mode))
+    """``("full", 1)``, ``("cache", N)``, ``("adaptive", N)``, or ``(mode, None)`` for anything else (e.g. ``-``).
+    An arm mode's refresh rule (``adaptive3@mae4.2``) is not part of the kind."""
+    match = re.fullmatch(r"(full|cache|adaptive)(\d*)(@.+)?", str(mode))
     if match is None:
         return str(mode), None
-    kind, digits = match.groups()
+    kind, digits, _rule = match.groups()
     if kind == "full":
         return "full", 1
     return kind, int(digits) if digits else None
@@ -196,7 +201,7 @@ def pair_with_baseline(baseline: Iterable[Record], mode: Iterable[Record]) -> Pa
     base_by_key = {r["key"]: r for r in dedupe(baseline)}
     mode_by_key = {r["key"]: r for r in dedupe(mode)}
     some = next(iter(mode_by_key.values()), None) or next(iter(base_by_key.values()), None) or {}
-    pairing = Pairing(policy=str(some.get("policy")), mode=str(some.get("cache_mode")))
+    pairing = Pairing(policy=str(some.get("policy")), mode=arm_mode(some))
     for key in sorted(set(base_by_key) | set(mode_by_key), key=_key_order):
         base, other = base_by_key.get(key), mode_by_key.get(key)
         if other is None:

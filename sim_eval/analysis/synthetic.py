@@ -241,6 +241,15 @@ def _extra_steps(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int) -> 
     return int(round(rng.normal(1.5 * (period - 1), 4.0)))
 
 
+def _identity(spec: _Spec, mode: str, eval_seed: int) -> dict[str, Any]:
+    """The settings part of a record as ``sim_eval.manifest.identity`` writes it (the refresh rule for adaptive
+    modes only: it acts on nothing else)."""
+    ident: dict[str, Any] = {"suite": spec.suite, "policy.name": spec.policy, "policy.cache": mode}
+    if parse_mode(mode)[0] == "adaptive":
+        ident |= {"policy.refresh.threshold": spec.threshold, "policy.refresh.views": ["agentview", "wrist"]}
+    return ident | {"protocol.name": "openpi", "eval.max_steps": MAX_STEPS, "eval.seed": eval_seed}
+
+
 def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir: Path) -> dict:
     suite = spec.suite
     ep_rng = np.random.default_rng([spec.seed, 2, task, ep])  # shared by every mode: the paired design
@@ -294,6 +303,7 @@ def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir:
         "policy": spec.policy,
         "cache_mode": mode,
         "seed": eval_seed,
+        "identity": _identity(spec, mode, eval_seed),
         "protocol": {
             "name": "openpi",
             "max_steps": MAX_STEPS,

@@ -70,6 +70,9 @@ class ReportContext:
         if parse_mode(group.mode)[0] != "adaptive":
             return None
         value = group.config_value("policy", "refresh", "threshold")
+        if not isinstance(value, (int, float)):  # runs without a saved Hydra config: the records' identity
+            values = {(r.get("identity") or {}).get("policy.refresh.threshold") for r in group.records}
+            value = values.pop() if len(values) == 1 else None
         return float(value) if isinstance(value, (int, float)) else None
 
     def views(self, group: Group) -> list[str] | None:
