@@ -7,7 +7,10 @@ For each N it runs ``python -m sim_eval`` (the real evaluator, openpi protocol) 
 * env steps/s and episodes/h, aggregate: simulated steps (wait + control) of all episodes over the span from the
   first episode's start
   to the last one's end (worker start-up excluded; the run's whole wall time is printed beside it);
-* GPU memory per worker: the median of each worker's peak ``used_memory``;
+* warm env steps/s: N times the mean per-episode rate of the episodes in which nothing compiled or captured a graph
+  (no inference over 1 s), i.e. the rate once start-up is over, every worker busy;
+* GPU memory per worker: the median of each worker's peak ``used_memory``, and of what torch held (records'
+  ``gpu_mem_mib``: allocated, peak, reserved), the rest being the CUDA context and workspaces;
 * where the time goes: the records' ``time_s`` split (physics, render, observe, policy calls, other) summed over all
   episodes, as shares of the workers' busy time; GPU busy: mean utilisation while episodes ran.
 
@@ -36,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim_eval.records import EPISODES_FILE, read_records  # noqa: E402
+
+WARM_MS = 1000.0  # an inference this long compiled or captured something: its episode is not a warm one
 
 
 class GpuSampler(threading.Thread):
@@ -96,6 +101,12 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
     busy = sum(split.values()) or 1e-9
     util = [u for t, u in sampler.util if begin <= t <= end]
     infer = [i["infer_ms"] for r in records for i in r["inferences"] if i.get("used_full")]
+    # warm: episodes none of whose inferences compiled or captured a graph (a first call of its kind, seconds long);
+    # with every worker busy, the aggregate rate is about N times their mean per-episode rate
+    warm = [r for r in records if max((i["infer_ms"] for i in r["inferences"]), default=0.0) < WARM_MS]
+    rates = [(r["steps"] + r["protocol"]["num_wait_steps"]) / r["wall_s"] for r in warm]
+    warm_rate = statistics.fmean(rates) if rates else None
+    memory = [r["gpu_mem_mib"] for r in records if r.get("gpu_mem_mib")]
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records})
     return {
         "label": label,
@@ -107,7 +118,10 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
         "wall_s": round(wall, 1),
         "env_steps_per_s": round(steps / span, 1),
         "episodes_per_h": round(len(records) / span * 3600, 0),
+        "warm_episodes": len(warm),
+        "warm_env_steps_per_s": round(n * warm_rate, 1) if warm_rate else None,
         "gpu_mem_per_worker_mib": statistics.median(sampler.peak_mib.values()) if sampler.peak_mib else None,
+        "torch_mem_mib": {k: statistics.median(m[k] for m in memory) for k in memory[0]} if memory else None,
         "gpu_util_mean_pct": round(statistics.fmean(util), 1) if util else None,
         "time_share": {k: round(v / busy, 3) for k, v in sorted(split.items())},
         "full_infer_p50_ms": round(statistics.median(infer), 2) if infer else None,
@@ -136,7 +150,9 @@ def main() -> None:
         print(
             f"{row['label']} N={n:2d}: {row['env_steps_per_s']:7.1f} env steps/s, {row['episodes_per_h']:6.0f} ep/h, "
             f"{row['episodes']} episodes ({row['successes']} ok) in {row['span_s']} s (wall {row['wall_s']} s); "
-            f"GPU mem/worker {row['gpu_mem_per_worker_mib']} MiB, GPU util {row['gpu_util_mean_pct']}%; "
+            f"warm: {row['warm_env_steps_per_s']} env steps/s over {row['warm_episodes']} episodes; "
+            f"GPU mem/worker {row['gpu_mem_per_worker_mib']} MiB (torch {row['torch_mem_mib']}), "
+            f"GPU util {row['gpu_util_mean_pct']}%; "
             f"full infer p50 {row['full_infer_p50_ms']} ms; time: {share}",
             flush=True,
         )

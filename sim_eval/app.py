@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import RunConfig
-from sim_eval.devices import WorkerDevice, pin_worker, plan_worker_devices, visible_gpus
+from sim_eval.devices import WorkerDevice, cuda_memory_mib, pin_worker, plan_worker_devices, visible_gpus
 from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.manifest import check_resume, identity, matches, read_manifest, run_info, write_manifest
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
@@ -162,6 +162,9 @@ class EpisodeRunner:
             meta=self.meta,
             observer=video.observe(env) if video is not None else None,
         )
+        memory = cuda_memory_mib(getattr(getattr(self.policy, "engine", None), "device", None))
+        if memory is not None:
+            record["gpu_mem_mib"] = memory
         record["video"] = None
         if video is not None:
             keep = self.run.eval.video == "all" or record["success"] is False

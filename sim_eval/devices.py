@@ -98,3 +98,20 @@ def pin_worker(device: WorkerDevice) -> dict[str, Any]:
         os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl)
         info["egl_device"] = egl
     return info
+
+
+def cuda_memory_mib(device: Any) -> dict[str, float] | None:
+    """What torch holds on the policy's CUDA device, in MiB: ``allocated`` now (weights, caches, graph outputs),
+    ``peak`` allocated since the process started, ``reserved`` by its caching allocator (graph pools included).
+    A process's footprint in ``nvidia-smi`` is ``reserved`` plus what torch does not see (the CUDA context, cuBLAS
+    and Triton workspaces, loaded kernels). ``None`` off CUDA."""
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch
+
+    mib = 1 / 2**20
+    return {
+        "allocated": round(torch.cuda.memory_allocated(device) * mib, 1),
+        "peak": round(torch.cuda.max_memory_allocated(device) * mib, 1),
+        "reserved": round(torch.cuda.memory_reserved(device) * mib, 1),
+    }

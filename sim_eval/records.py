@@ -20,6 +20,8 @@ A record holds:
     device              what the worker was given: policy (torch device), gpu (CUDA ordinal it renders on or null),
                         egl_device (MUJOCO_EGL_DEVICE_ID), gpu_name, renderer (the OpenGL vendor / renderer /
                         version that drew the cameras: Mesa llvmpipe and NVIDIA EGL give different pixels)
+    gpu_mem_mib         policies on CUDA only: what torch holds there at the episode's end (allocated, peak,
+                        reserved; ``sim_eval.devices.cuda_memory_mib``)
     inferences          one compact dict per policy call: {"step": control step, "infer_ms": ..., ...policy info...,
                         "lag_mae": [max-over-views pixel MAE against the inputs 1..N inferences earlier]}
     error               null, or {"type", "message", "traceback"} when the episode crashed; a crashed episode is

@@ -44,3 +44,13 @@ def test_gpus_that_are_not_visible_are_refused_in_one_line():
         visible_gpus([visible])
     assert visible_gpus(None) == list(range(visible))
     assert visible_gpus([]) == []
+
+
+def test_cuda_memory_is_only_recorded_for_a_cuda_policy():
+    import torch
+
+    from sim_eval.devices import cuda_memory_mib
+
+    assert cuda_memory_mib(torch.device("cpu")) is None
+    assert cuda_memory_mib(None) is None
+    assert cuda_memory_mib("cuda") is None  # a string is not a device: nothing is guessed
