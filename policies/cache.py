@@ -19,6 +19,7 @@ Noise is *paired*: the k-th inference of an episode draws its noise from a gener
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,18 @@ class RefreshRule:
         return bool(considered) and max(considered) >= self.threshold
 
 
+@dataclass
+class Step:
+    """One inference between ``CacheController.begin`` and ``finish``: the pre-processed observation, its paired
+    noise, whether it is a full frame (``forced``: by the adaptive rule) and its pixel MAE against the reference."""
+
+    prep: Any
+    noise: Any
+    used_full: bool
+    forced: bool
+    mae: dict[str, float] | None
+
+
 class CacheController:
     def __init__(
         self,
@@ -92,51 +105,84 @@ class CacheController:
         self._reset_state()
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """One inference at batch 1: ``begin`` (decide), the engine's prefix (full frames) and denoise, ``finish``.
+        The batched server (``policies.server``) runs the same three phases for many controllers at once."""
         sync = getattr(self.engine, "sync", None)
-        noise = paired_noise(tuple(self.engine.noise_shape), self._noise_seed, self._k)
-        prefix_ms = 0.0
-        forced = False
         with Timer(sync) as total:
-            prep = self.engine.prepare(obs)
-            images = prep.images_u8
-            mae = None
-            if self._ref_images is not None:
-                mae = {v: pixel_mae(images[v], self._ref_images[v]) for v in images if v in self._ref_images}
-            if self._cache is None or self.mode.kind == "full" or self._since_full + 1 >= self.mode.period:
-                used_full = True
-            elif self.mode.kind == "adaptive":
-                forced = used_full = self.refresh.fires(mae)
-            else:
-                used_full = False
-            if used_full:
+            step = self.begin(obs)
+            prefix_ms = 0.0
+            if step.used_full:
                 with Timer(sync) as t_prefix:
-                    self._cache = self.engine.encode_prefix(prep)
+                    cache = self.engine.encode_prefix(step.prep)
                 prefix_ms = t_prefix.ms
-                self._ref_images = images
-                self._since_full = 0
-            else:
-                self._since_full += 1
+                self.commit(step, cache)
             with Timer(sync) as t_denoise:
-                actions = self.engine.denoise(self._cache, noise)
+                actions = self.engine.denoise(self._cache, step.noise)
+        shadow = None
+        if self.shadow and not step.used_full:
+            shadow = self.engine.denoise(self.engine.encode_prefix(step.prep), step.noise)
+        timing = {"infer_ms": total.ms, "prefix_ms": prefix_ms, "denoise_ms": t_denoise.ms}
+        return self.finish(step, actions, timing, shadow)
+
+    def begin(self, obs: dict[str, Any]) -> Step:
+        """Pre-process ``obs``, draw this inference's paired noise and decide whether it is a full frame. The caller
+        then encodes a prefix for a full frame (``commit``) and denoises against ``cache``."""
+        noise = paired_noise(tuple(self.engine.noise_shape), self._noise_seed, self._k)
+        prep = self.engine.prepare(obs)
+        images = prep.images_u8
+        mae = None
+        if self._ref_images is not None:
+            mae = {v: pixel_mae(images[v], self._ref_images[v]) for v in images if v in self._ref_images}
+        forced = False
+        if self._cache is None or self.mode.kind == "full" or self._since_full + 1 >= self.mode.period:
+            used_full = True
+        elif self.mode.kind == "adaptive":
+            forced = used_full = self.refresh.fires(mae)
+        else:
+            used_full = False
+        if not used_full:
+            self._since_full += 1
+        return Step(prep, noise, used_full, forced, mae)
+
+    @property
+    def cache(self) -> Any:
+        """The prefix the next cached frame denoises against (the last full frame's)."""
+        return self._cache
+
+    def commit(self, step: Step, cache: Any) -> None:
+        """A full frame's new prefix: it and the frame's images become the reference of the window it starts."""
+        self._cache = cache
+        self._ref_images = step.prep.images_u8
+        self._since_full = 0
+
+    def finish(
+        self, step: Step, actions: Any, timing: dict[str, float], shadow: Any = None, extra: dict | None = None
+    ) -> dict[str, Any]:
+        """The policy's answer for ``step``: its actions and the info every record keeps (``timing``: infer_ms,
+        prefix_ms, denoise_ms; ``shadow``: the full-prefix actions of a cached frame under the same noise, when
+        shadowing; ``extra``: more info keys, e.g. the batched server's own timings)."""
         info: dict[str, Any] = {
-            "infer_ms": round(total.ms, 3),
-            "prefix_ms": round(prefix_ms, 3),
-            "denoise_ms": round(t_denoise.ms, 3),
-            "used_full": used_full,
-            "forced_refresh": forced,
+            "infer_ms": round(timing["infer_ms"], 3),
+            "prefix_ms": round(timing["prefix_ms"], 3),
+            "denoise_ms": round(timing["denoise_ms"], 3),
+            "used_full": step.used_full,
+            "forced_refresh": step.forced,
             "window_pos": self._since_full,
             "infer_index": self._k,
-            "pixel_mae": None if mae is None else {v: round(m, 4) for v, m in mae.items()},
+            "pixel_mae": None if step.mae is None else {v: round(m, 4) for v, m in step.mae.items()},
+            **(extra or {}),
         }
-        if self.shadow and not used_full:
-            info.update(self._shadow(prep, noise, actions))
+        if shadow is not None:
+            info.update(shadow_metrics(shadow, actions))
         self._k += 1
         return {"actions": np.asarray(actions), "info": info}
 
-    def _shadow(self, prep: Any, noise, executed: np.ndarray) -> dict[str, float]:
-        """What a full frame would have produced with the same noise; changes neither the cache nor the actions."""
-        fresh = np.asarray(self.engine.denoise(self.engine.encode_prefix(prep), noise), dtype=np.float64).ravel()
-        done = np.asarray(executed, dtype=np.float64).ravel()
-        denom = float(np.linalg.norm(fresh) * np.linalg.norm(done))
-        cos = float(fresh @ done / denom) if denom > 0 else 1.0
-        return {"shadow_cos": round(cos, 6), "shadow_max_abs": round(float(np.abs(fresh - done).max()), 6)}
+
+def shadow_metrics(fresh: Any, executed: Any) -> dict[str, float]:
+    """How far the executed chunk of a cached frame is from what a full frame would have produced with the same
+    noise (``fresh``): cosine over the flattened chunk and max |difference|. Changes neither cache nor actions."""
+    fresh = np.asarray(fresh, dtype=np.float64).ravel()
+    done = np.asarray(executed, dtype=np.float64).ravel()
+    denom = float(np.linalg.norm(fresh) * np.linalg.norm(done))
+    cos = float(fresh @ done / denom) if denom > 0 else 1.0
+    return {"shadow_cos": round(cos, 6), "shadow_max_abs": round(float(np.abs(fresh - done).max()), 6)}

@@ -114,7 +114,10 @@ def env_kwargs(run: RunConfig) -> dict[str, Any]:
 
 
 def policy_device(policy) -> str:
-    """The torch device the policy's engine actually runs on ("-" for policies without one)."""
+    """The torch device the policy's engine actually runs on ("-" for policies without one; a batched server's
+    client names the server's)."""
+    if isinstance(getattr(policy, "device", None), str):
+        return policy.device
     return str(getattr(getattr(policy, "engine", None), "device", "-"))
 
 
@@ -196,6 +199,23 @@ def _episode_runner(
     return EpisodeRunner(run, policy, Path(run_dir), meta, device=info)
 
 
+def _remote_episode_runner(
+    run: RunConfig, run_dir: str, meta: dict[str, Any], server_device: str, device: WorkerDevice, conn
+) -> EpisodeRunner:
+    """A worker under ``eval.server=batched``: its simulator (rendering on its slot's GPU) and the server's client
+    for slot ``conn``."""
+    from sim_eval.server import RemotePolicy
+
+    return EpisodeRunner(run, RemotePolicy(conn, server_device), Path(run_dir), meta, device=pin_worker(device))
+
+
+def _served(server, records: Iterator[dict]) -> Iterator[dict]:
+    try:
+        yield from records
+    finally:
+        server.stop()
+
+
 def _run_workers(
     run: RunConfig, cfg: DictConfig, run_dir: Path, todo: list[tuple[int, int]], meta: dict[str, Any]
 ) -> Iterator[dict]:
@@ -210,8 +230,26 @@ def _run_workers(
     plan = plan_worker_devices(run.eval.num_workers, gpus, str(policy_cfg.get("device", "auto")))
     if gpus:
         log.info("workers over GPUs %s: %s", gpus, ", ".join(f"{d.policy}/egl-gpu{d.gpu}" for d in plan))
-    args = (run, policy_cfg, str(run_dir), meta)
-    return run_in_workers(_episode_runner, args, todo, run.eval.num_workers, died, slot_args=lambda k: (plan[k],))
+    if run.eval.server == "none":
+        args = (run, policy_cfg, str(run_dir), meta)
+        return run_in_workers(_episode_runner, args, todo, run.eval.num_workers, died, slot_args=lambda k: (plan[k],))
+    from sim_eval.server import ServerProcess
+
+    # one engine for every worker, on slot 0's device; the workers keep their own GPUs for rendering
+    ev = run.eval
+    server = ServerProcess(
+        _policy_on, (policy_cfg, plan[0]), ev.num_workers, ev.server_max_batch, ev.server_max_wait_ms
+    )
+    try:
+        ready = server.wait_ready()
+        log.info("batched policy server on %s (batches up to %d, %.1f ms wait)", ready["policy"],
+                 ev.server_max_batch, ev.server_max_wait_ms)  # fmt: skip
+        args = (run, str(run_dir), meta, ready["policy"])
+        slot = lambda k: (plan[k], server.clients[k])  # noqa: E731
+        return _served(server, run_in_workers(_remote_episode_runner, args, todo, ev.num_workers, died, slot))
+    except BaseException:
+        server.stop()
+        raise
 
 
 def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, policy=None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from policies.pi05.config import KERNELS
 SUITE_TASKS = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
 VIDEO_MODES = ("all", "failures", "none")
 LOGGER_MODES = ("online", "offline", "disabled")
+SERVERS = ("none", "batched")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -111,8 +112,22 @@ class EvalConfig:
     # run into a dir whose manifest names other settings, the new episodes beside the old ones (sim_eval.manifest)
     force_resume: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
+    # none: every worker holds its own engine (batch 1); batched: one server process holds the engine and serves the
+    # workers' inferences in batches of up to server_max_batch, waiting at most server_max_wait_ms for a batch to fill
+    # (sim_eval.server)
+    server: str = "none"
+    server_max_batch: int = 16
+    server_max_wait_ms: float = 5.0
 
     def __post_init__(self) -> None:
+        _require(self.server in SERVERS, f"eval.server={self.server!r}: allowed are {', '.join(SERVERS)}")
+        _require(self.server_max_batch >= 1, f"eval.server_max_batch={self.server_max_batch}: must be >= 1")
+        _require(self.server_max_wait_ms >= 0, f"eval.server_max_wait_ms={self.server_max_wait_ms}: must be >= 0")
+        _require(
+            self.server == "none" or self.num_workers >= 1,
+            f"eval.server={self.server} with eval.num_workers={self.num_workers}: a batched server serves worker "
+            "processes, so eval.num_workers must be >= 1",
+        )
         _require(self.video in VIDEO_MODES, f"eval.video={self.video!r}: allowed are {', '.join(VIDEO_MODES)}")
         _require(
             self.episodes_per_task is None or self.episodes_per_task >= 1,
@@ -305,6 +320,13 @@ class RunConfig:
                     f"eval.episodes_per_task={self.eval.episodes_per_task}: allowed are 1..{trials - first}"
                     + (f" from eval.first_episode={first}" if first else ""),
                 )
+        if self.eval.server != "none":
+            name, engine = getattr(self.policy, "name", None), getattr(self.policy, "engine", None)
+            _require(
+                name == "pi05" and engine == "native",
+                f"eval.server={self.eval.server} with policy {name} (engine {engine}): the batched server runs the "
+                "native Pi0.5 engine only (policy=pi05 or pi05_tiny, policy.engine=native)",
+            )
         if isinstance(self.suite, SuiteConfig) and isinstance(self.protocol, ProtocolConfig):
             planned = len(self.task_ids) * self.episodes_per_task
             count = self.eval.shard.count

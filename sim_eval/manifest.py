@@ -85,6 +85,8 @@ def identity(run: RunConfig) -> dict[str, Any]:
         ident[f"protocol.{key}"] = value
     ident["eval.max_steps"] = run.max_steps
     ident["eval.seed"] = run.eval.seed
+    if run.eval.server != "none":  # batched arithmetic (bf16 especially) is not batch 1's: other numbers
+        ident["eval.server"] = run.eval.server
     return ident
 
 

@@ -187,3 +187,25 @@ def test_study_arms_set_mode_and_noise_seed(arm, cache, seed):
     assert run.policy.cache == cache and run.eval.seed == seed
     # an arm sits on top of the policy: explicit overrides still win over it
     assert validate(compose([f"arm={arm}", "eval.seed=5"])).eval.seed == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["eval.server=grpc"], "eval.server='grpc': allowed are none, batched"),
+        (["eval.server=batched"], "eval.num_workers must be >= 1"),
+        (["eval.server=batched", "eval.num_workers=2", "policy=scripted"], "native Pi0.5 engine only"),
+        (["eval.server=batched", "eval.num_workers=2", "eval.server_max_batch=0"], "eval.server_max_batch=0"),
+    ],
+)
+def test_bad_server_settings_are_refused(overrides, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        validate(compose(overrides))
+
+
+def test_a_batched_run_is_its_own_identity():
+    from sim_eval.manifest import identity
+
+    plain = identity(validate(compose(["policy=pi05_tiny", "eval.num_workers=2"])))
+    batched = identity(validate(compose(["policy=pi05_tiny", "eval.num_workers=2", "eval.server=batched"])))
+    assert "eval.server" not in plain and batched["eval.server"] == "batched"
