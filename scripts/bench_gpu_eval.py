@@ -4,6 +4,8 @@ own LIBERO simulator rendering through EGL on the GPU, for N in ``--workers``.
 For each N it runs ``python -m sim_eval`` (the real evaluator, openpi protocol) into ``OUT/<label>_n<N>``, samples
 ``nvidia-smi`` every 0.5 s while it runs (GPU utilisation, memory of each worker process), and reads the records:
 
+* observations/s (policy calls) over the same span, and for the batched server (``eval.server=batched``) the mean
+  batch size and the batch's p50 time by its kind (all full, all cached, mixed);
 * env steps/s and episodes/h, aggregate: simulated steps (wait + control) of all episodes over the span from the
   first episode's start
   to the last one's end (worker start-up excluded; the run's whole wall time is printed beside it);
@@ -107,6 +109,12 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
     rates = [(r["steps"] + r["protocol"]["num_wait_steps"]) / r["wall_s"] for r in warm]
     warm_rate = statistics.fmean(rates) if rates else None
     memory = [r["gpu_mem_mib"] for r in records if r.get("gpu_mem_mib")]
+    # the batched server's own timings (eval.server=batched): batch sizes seen, and the batch's time by its kind
+    batch = [i["batch_size"] for r in records for i in r["inferences"] if "batch_size" in i]
+    batch_ms: dict[str, list[float]] = {"all_full": [], "all_cached": [], "mixed": []}
+    for i in (i for r in records for i in r["inferences"] if "batch_ms" in i):
+        kind = "all_full" if i["batch_full"] == i["batch_size"] else "all_cached" if i["batch_full"] == 0 else "mixed"
+        batch_ms[kind].append(i["batch_ms"])
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records})
     return {
         "label": label,
@@ -117,6 +125,12 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
         "span_s": round(span, 1),
         "wall_s": round(wall, 1),
         "env_steps_per_s": round(steps / span, 1),
+        "obs_per_s": round(sum(len(r["inferences"]) for r in records) / span, 1),
+        "warm_obs_per_s": round(n * statistics.fmean(len(r["inferences"]) / r["wall_s"] for r in warm), 1)
+        if warm
+        else None,
+        "batch_size_mean": round(statistics.fmean(batch), 2) if batch else None,
+        "batch_ms_p50": {k: round(statistics.median(v), 2) for k, v in batch_ms.items() if v} or None,
         "episodes_per_h": round(len(records) / span * 3600, 0),
         "warm_episodes": len(warm),
         "warm_env_steps_per_s": round(n * warm_rate, 1) if warm_rate else None,
@@ -151,6 +165,8 @@ def main() -> None:
             f"{row['label']} N={n:2d}: {row['env_steps_per_s']:7.1f} env steps/s, {row['episodes_per_h']:6.0f} ep/h, "
             f"{row['episodes']} episodes ({row['successes']} ok) in {row['span_s']} s (wall {row['wall_s']} s); "
             f"warm: {row['warm_env_steps_per_s']} env steps/s over {row['warm_episodes']} episodes; "
+            f"obs/s {row['obs_per_s']} (warm {row['warm_obs_per_s']}); batch mean {row['batch_size_mean']}, "
+            f"batch ms p50 {row['batch_ms_p50']}; "
             f"GPU mem/worker {row['gpu_mem_per_worker_mib']} MiB (torch {row['torch_mem_mib']}), "
             f"GPU util {row['gpu_util_mean_pct']}%; "
             f"full infer p50 {row['full_infer_p50_ms']} ms; time: {share}",

@@ -68,8 +68,10 @@ def identity(run: RunConfig) -> dict[str, Any]:
     if checkpoint is not None:
         weights = Path(os.path.expanduser(str(checkpoint))) / "model.safetensors"
         ident["policy.checkpoint"] = "sha256:" + file_sha256(weights)
-    if fields.get("model_sizes"):
-        ident["policy.model_sizes"] = "sha256:" + file_sha256(os.path.expanduser(fields["model_sizes"]))
+    sizes = fields.get("model_sizes")
+    if sizes:  # a JSON file (hashed) or the name of a known variant (e.g. pi05: the real sizes), kept as named
+        sizes_file = Path(os.path.expanduser(str(sizes)))
+        ident["policy.model_sizes"] = "sha256:" + file_sha256(sizes_file) if sizes_file.is_file() else str(sizes)
     if fields.get("camera_map"):
         _flatten("policy.camera_map", dict(fields["camera_map"]), ident)
     if "cache" in fields:

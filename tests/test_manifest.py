@@ -167,3 +167,13 @@ def test_one_model_over_two_suites_is_reported_but_not_another_model_on_the_seco
     longer = {**a, "key": "libero_object/0/1", "identity": {**a["identity"], "eval.max_steps": 99}}
     with pytest.raises(ValueError, match="eval.max_steps"):
         check_not_mixed([a, longer], "cannot report")
+
+
+def test_model_sizes_by_name_or_by_file():
+    """policy.model_sizes names a variant (pi05: the real sizes, for random-weight throughput runs) or a JSON file:
+    the name is the identity as given, a file its content hash (a run with random real-size weights could not start
+    while the name was hashed as a path)."""
+    named = identity(validate(compose(["policy.model_sizes=pi05", "policy.random_weights=true"])))
+    assert named["policy.model_sizes"] == "pi05"
+    filed = identity(validate(compose([f"policy.model_sizes={FIXTURES / 'tiny_config.json'}"])))
+    assert filed["policy.model_sizes"].startswith("sha256:")

@@ -24,6 +24,19 @@ from policies.pi05.model import PrefixCache
 LENGTH_BUCKET = 32  # CUDA: prompt and prefix lengths rounded up to this many positions (masked)
 
 
+def _velocity(engine: Pi05Engine):
+    """The batched denoise step's velocity: the model's torch ops, compiled once with dynamic shapes (batch and
+    prefix length vary) when the engine compiles. Under CUDA graphs the eager version is bound by its ~40 small
+    kernels a layer (measured on an H200: 30 ms for a batch-1 denoise, against 6 ms compiled)."""
+    fn = getattr(engine, "_batched_velocity", None)
+    if fn is None:
+        fn = engine.model.velocity
+        if engine.compiled:
+            fn = torch.compile(engine.model.velocity, dynamic=True)
+        engine._batched_velocity = fn
+    return fn
+
+
 def _bucket_batch(engine: Pi05Engine, n: int) -> int:
     return 1 << (n - 1).bit_length() if engine.cuda_graphs else n
 
@@ -99,7 +112,7 @@ def denoise_batch(
         key_mask[r, : valid[r]] = True
     noise = torch.cat([noises[i].reshape(1, *noises[i].shape[-2:]) for i in rows]).to(engine.device, torch.float32)
     n_valid = torch.tensor(valid, device=engine.device)[:, None]
-    velocity = engine._velocity if engine.kernels == "torch" else engine.model.velocity
+    velocity = _velocity(engine)
     mods = engine.modulations()
 
     def fn(keys, values, noise, n_valid, key_mask):
