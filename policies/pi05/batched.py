@@ -25,16 +25,11 @@ LENGTH_BUCKET = 32  # CUDA: prompt and prefix lengths rounded up to this many po
 
 
 def _velocity(engine: Pi05Engine):
-    """The batched denoise step's velocity: the model's torch ops, compiled once with dynamic shapes (batch and
-    prefix length vary) when the engine compiles. Under CUDA graphs the eager version is bound by its ~40 small
-    kernels a layer (measured on an H200: 30 ms for a batch-1 denoise, against 6 ms compiled)."""
-    fn = getattr(engine, "_batched_velocity", None)
-    if fn is None:
-        fn = engine.model.velocity
-        if engine.compiled:
-            fn = torch.compile(engine.model.velocity, dynamic=True)
-        engine._batched_velocity = fn
-    return fn
+    """The batched denoise step's velocity: the engine's compiled torch step when it runs one (``kernels=torch``),
+    else the model's eager torch ops (the Triton expert kernels are batch-1 kernels), replayed under CUDA graphs.
+    Compiling it with dynamic shapes for batching was tried on an H200 and did not finish its first batch within
+    200 s (docs/benchmarks.md)."""
+    return engine._velocity if engine.kernels == "torch" else engine.model.velocity
 
 
 def _bucket_batch(engine: Pi05Engine, n: int) -> int:
