@@ -95,14 +95,24 @@ def _trim_partial_tail(path: Path) -> None:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Whole records of one ``episodes.jsonl``; a partial trailing line (a write cut by a kill) is ignored."""
+    """Whole records of one ``episodes.jsonl``; a partial trailing line (a write cut by a kill) is ignored. An xz
+    archive beside it (``episodes.jsonl.xz``: runs committed compressed, e.g. ``docs/study_libero_object``) is read
+    first: nothing appends to an archive, so a run resumed into its dir writes the new records to the plain file."""
     path = Path(path)
     if path.is_dir():
         path = path / EPISODES_FILE
-    if not path.exists():
-        return []
+    archive = path.with_name(path.name + ".xz")
     records = []
-    lines = path.read_bytes().split(b"\n")
+    if archive.is_file():
+        import lzma
+
+        records = _parse(lzma.decompress(archive.read_bytes()), archive)
+    return records + (_parse(path.read_bytes(), path) if path.exists() else [])
+
+
+def _parse(data: bytes, path: Path) -> list[dict[str, Any]]:
+    records = []
+    lines = data.split(b"\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

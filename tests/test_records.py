@@ -88,3 +88,19 @@ def test_three_shards_cover_every_episode_exactly_once():
         seen.extend(shard)
     assert sorted(seen) == [(t, e) for t in range(10) for e in range(7)]
     assert len(seen) == len(set(seen))
+
+
+def test_an_archived_run_is_read_and_a_resume_beside_it_adds_to_it(tmp_path):
+    import lzma
+
+    from sim_eval.analysis.runs import find_run_dirs
+    from sim_eval.records import read_records
+
+    run = tmp_path / "runs" / "cache3"
+    run.mkdir(parents=True)
+    lines = [json.dumps({"key": f"libero_object/0/{i}", "success": True}) for i in range(3)]
+    (run / "episodes.jsonl.xz").write_bytes(lzma.compress(("\n".join(lines) + "\n").encode()))
+    assert find_run_dirs(tmp_path) == [run]
+    assert [r["key"] for r in read_records(run)] == [f"libero_object/0/{i}" for i in range(3)]
+    (run / "episodes.jsonl").write_text(json.dumps({"key": "libero_object/0/3", "success": False}) + "\n")
+    assert [r["key"] for r in read_records(run)][-1] == "libero_object/0/3" and len(read_records(run)) == 4

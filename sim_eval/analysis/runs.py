@@ -87,11 +87,13 @@ class Group:
 
 
 def find_run_dirs(path: str | Path) -> list[Path]:
-    """Every directory at or below ``path`` that holds an ``episodes.jsonl``, sorted (job 10 after job 9)."""
+    """Every directory at or below ``path`` that holds an ``episodes.jsonl`` (or, archived, ``episodes.jsonl.xz``),
+    sorted (job 10 after job 9)."""
     root = Path(path)
-    if (root / EPISODES_FILE).is_file():
+    names = (EPISODES_FILE, EPISODES_FILE + ".xz")
+    if any((root / name).is_file() for name in names):
         return [root]
-    found = [p.parent for p in root.rglob(EPISODES_FILE) if p.is_file()]
+    found = sorted({p.parent for name in names for p in root.rglob(name) if p.is_file()})
     return sorted(found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.parts])
 
 
