@@ -105,7 +105,9 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
     infer = [i["infer_ms"] for r in records for i in r["inferences"] if i.get("used_full")]
     # warm: episodes none of whose inferences compiled or captured a graph (a first call of its kind, seconds long);
     # with every worker busy, the aggregate rate is about N times their mean per-episode rate
-    warm = [r for r in records if max((i["infer_ms"] for i in r["inferences"]), default=0.0) < WARM_MS]
+    # (under eval.server=batched infer_ms is the server's batch-1 figure: the worker's wait is server_rtt_ms)
+    waited = lambda i: i.get("server_rtt_ms", i["infer_ms"])  # noqa: E731
+    warm = [r for r in records if max((waited(i) for i in r["inferences"]), default=0.0) < WARM_MS]
     rates = [(r["steps"] + r["protocol"]["num_wait_steps"]) / r["wall_s"] for r in warm]
     warm_rate = statistics.fmean(rates) if rates else None
     memory = [r["gpu_mem_mib"] for r in records if r.get("gpu_mem_mib")]
