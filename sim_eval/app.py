@@ -17,7 +17,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import RunConfig
-from sim_eval.devices import WorkerDevice, cuda_memory_mib, pin_worker, plan_worker_devices, visible_gpus
+from sim_eval.devices import (
+    WorkerDevice,
+    cpu_info,
+    cuda_memory_mib,
+    pin_worker,
+    plan_worker_devices,
+    visible_gpus,
+)
 from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.manifest import check_resume, identity, matches, read_manifest, run_info, write_manifest
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
@@ -139,7 +146,7 @@ class EpisodeRunner:
         self.envs = EnvPerTask(run.suite.name, **env_kwargs(run))
         device = device or {"gpu": None, "egl_device": None, "gpu_name": None}
         meta = run_meta(run) if meta is None else meta
-        self.meta = {**meta, "device": {**device, "policy": policy_device(policy)}}
+        self.meta = {**meta, "device": {**device, "policy": policy_device(policy), "cpu": cpu_info()}}
 
     def __call__(self, task_id: int, episode_index: int) -> dict[str, Any]:
         suite = self.run.suite.name

@@ -115,3 +115,22 @@ def cuda_memory_mib(device: Any) -> dict[str, float] | None:
         "peak": round(torch.cuda.max_memory_allocated(device) * mib, 1),
         "reserved": round(torch.cuda.memory_reserved(device) * mib, 1),
     }
+
+
+def cpu_info() -> dict[str, str | None]:
+    """The CPU this process computes on: its model name and the SIMD level torch dispatches its CPU kernels to
+    (``DEFAULT``, ``AVX2``, ``AVX512``...). Float results, and so closed-loop episodes, can differ between CPUs of
+    other levels: an episode re-run on the same machine repeats exactly, on another it may not (docs/benchmarks.md)."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        capability = None
+    return {"model": model, "torch_capability": capability}

@@ -19,7 +19,8 @@ A record holds:
                         (policy calls, GPU waits included), other_s; absent for crashed episodes
     device              what the worker was given: policy (torch device), gpu (CUDA ordinal it renders on or null),
                         egl_device (MUJOCO_EGL_DEVICE_ID), gpu_name, renderer (the OpenGL vendor / renderer /
-                        version that drew the cameras: Mesa llvmpipe and NVIDIA EGL give different pixels)
+                        version that drew the cameras: Mesa llvmpipe and NVIDIA EGL give different pixels), cpu
+                        (model and torch's SIMD level: episodes repeat exactly on one machine, not across CPUs)
     gpu_mem_mib         policies on CUDA only: what torch holds there at the episode's end (allocated, peak,
                         reserved; ``sim_eval.devices.cuda_memory_mib``)
     inferences          one compact dict per policy call: {"step": control step, "infer_ms": ..., ...policy info...,

@@ -54,3 +54,11 @@ def test_cuda_memory_is_only_recorded_for_a_cuda_policy():
     assert cuda_memory_mib(torch.device("cpu")) is None
     assert cuda_memory_mib(None) is None
     assert cuda_memory_mib("cuda") is None  # a string is not a device: nothing is guessed
+
+
+def test_records_name_the_cpu():
+    from sim_eval.devices import cpu_info
+
+    info = cpu_info()
+    assert set(info) == {"model", "torch_capability"}
+    assert info["torch_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256", "SVE128"}

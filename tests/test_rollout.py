@@ -136,8 +136,9 @@ def test_spawned_workers_record_every_episode(tmp_path):
     # each record says where its worker ran: this machine has no GPU, so nothing was pinned, and who rendered
     for r in records:
         device = dict(r["device"])
-        renderer = device.pop("renderer")
+        renderer, cpu = device.pop("renderer"), device.pop("cpu")
         assert device == {"policy": "-", "gpu": None, "egl_device": None, "gpu_name": None}
+        assert cpu["torch_capability"] is not None
         assert renderer is not None and " / " in renderer  # e.g. "Mesa / llvmpipe (LLVM 15...) / 4.5 ..."
 
 
