@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_engine import time_calls  # noqa: E402
 
 from checkpoints import path as embedded_checkpoint  # noqa: E402
 from policies.pi05.batched import denoise_batch, encode_prefix_batch  # noqa: E402
@@ -47,15 +48,9 @@ def observations(n: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def timed(fn, sync, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+def timed(fn, reps: int) -> float:
+    """Median ms of ``reps`` synchronized calls (the first of each shape, which captures its graph, ran before)."""
+    return statistics.median(time_calls(lambda _: fn(), 0, reps))
 
 
 def main() -> None:
@@ -86,10 +81,10 @@ def main() -> None:
         d_all = max(float(np.abs(g - r).max()) for g, r in zip(got, ref, strict=True))
         d_prefix = max(float(np.abs(m - r).max()) for m, r in zip(mixed, ref, strict=True))
         scale = max(float(np.abs(r).max()) for r in ref)
-        prefix_ms = timed(lambda p=preps: encode_prefix_batch(engine, p), engine.sync, args.reps)
-        denoise_ms = timed(lambda c=caches, n=noises: denoise_batch(engine, c, n), engine.sync, args.reps)
+        prefix_ms = timed(lambda p=preps: encode_prefix_batch(engine, p), args.reps)
+        denoise_ms = timed(lambda c=caches, n=noises: denoise_batch(engine, c, n), args.reps)
         one = (preps[0], noises[0])
-        one_ms = timed(lambda o=one: engine.denoise(engine.encode_prefix(o[0]), o[1]), engine.sync, args.reps)
+        one_ms = timed(lambda o=one: engine.denoise(engine.encode_prefix(o[0]), o[1]), args.reps)
         print(
             f"B={b:2d}: max|Δa| batched vs batch-1 {d_all:.2e} (batched prefix + batch-1 denoise {d_prefix:.2e}; "
             f"|a| max {scale:.2f}); prefix {prefix_ms:.2f} ms, denoise {denoise_ms:.2f} ms per batch; "

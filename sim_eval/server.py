@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import statistics
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,9 +32,9 @@ from typing import Any
 
 from policies.base import TaskContext, Timer
 from policies.cache import CacheController
+from sim_eval.workers import error_line, follow_parent
 
 BATCH1_REPS = 20  # calls of each kind (after warm-up) behind the batch-1 latency the records show
-PARENT_POLL_S = 0.5
 
 
 class ServerError(RuntimeError):
@@ -120,12 +118,6 @@ class BatchedSlots:
 
 
 # ------------------------------------------------------------------------------------------------------- process
-def _exit_with_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_S)
-    os._exit(1)
-
-
 def serve(
     build: Callable[..., tuple[Any, dict[str, Any]]],
     build_args: tuple,
@@ -137,14 +129,12 @@ def serve(
 ) -> None:
     """The server process: ``build(*build_args) -> (CacheController, device info)``, then serve ``conns`` (slot k
     = ``conns[k]``) until ``control`` closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    follow_parent(parent_pid)
     try:
         policy, info = build(*build_args)
         slots = BatchedSlots(policy)
     except Exception as err:
-        err = err.__cause__ or err
-        control.send(("fatal", (f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}", traceback.format_exc())))
+        control.send(("fatal", (error_line(err), traceback.format_exc())))
         return
     control.send(("ready", {**info, "policy": str(policy.engine.device)}))
     slot_of = {conn: k for k, conn in enumerate(conns)}
@@ -172,8 +162,7 @@ def serve(
             results = slots.infer([(slot_of[conn], obs) for conn, (_, _, obs) in items])
             replies = [("ok", result) for result in results]
         except Exception as err:  # this batch's episodes crash (error records); the server goes on
-            message = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-            replies = [("error", message)] * len(items)
+            replies = [("error", error_line(err))] * len(items)
         for (conn, (token, seq, _)), (kind, payload) in zip(items, replies, strict=True):
             _send(conn, live, (token, seq, kind, payload))
 

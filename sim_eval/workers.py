@@ -49,15 +49,26 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)  # the parent is gone: nobody reads this episode's result, and no cleanup is owed to anyone
 
 
-def _worker_main(factory: Callable, args: tuple, todo: mp.Queue, report: Connection, parent_pid: int) -> None:
+def follow_parent(parent_pid: int) -> None:
+    """What a child of the run does first (workers, the batched policy server): ignore Ctrl-C (the parent stops it)
+    and exit at once when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def error_line(err: BaseException) -> str:
+    """``Type: first line of the message`` of ``err``, or of the error it wraps (Hydra's InstantiationException wraps
+    the policy's own)."""
+    err = err.__cause__ or err
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+
+
+def _worker_main(factory: Callable, args: tuple, todo: mp.Queue, report: Connection, parent_pid: int) -> None:
+    follow_parent(parent_pid)
     try:
         runner = factory(*args)
     except Exception as err:  # nothing can run here: the parent stops the run with this error
-        err = err.__cause__ or err  # Hydra's InstantiationException wraps the policy's own error
-        first = (str(err).splitlines() or [""])[0]
-        report.send(("fatal", (f"{type(err).__name__}: {first}", traceback.format_exc())))
+        report.send(("fatal", (error_line(err), traceback.format_exc())))
         return
     try:
         report.send(("ready", None))

@@ -93,7 +93,7 @@ def find_run_dirs(path: str | Path) -> list[Path]:
     names = (EPISODES_FILE, EPISODES_FILE + ".xz")
     if any((root / name).is_file() for name in names):
         return [root]
-    found = sorted({p.parent for name in names for p in root.rglob(name) if p.is_file()})
+    found = {p.parent for name in names for p in root.rglob(name) if p.is_file()}
     return sorted(found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.parts])
 
 
