@@ -171,6 +171,7 @@ class EpisodeRunner:
             lag_mae=self.run.eval.lag_mae,
             meta=self.meta,
             observer=video.observe(env) if video is not None else None,
+            render_policy_frames_only=video is None and getattr(env, "cameras", False),
         )
         memory = cuda_memory_mib(getattr(getattr(self.policy, "engine", None), "device", None))
         if memory is not None:

@@ -85,11 +85,16 @@ def run_episode(
     observer: StepObserver | None = None,
     placement_seed: int | None = None,
     held_out_tolerance: float | None = None,
+    render_policy_frames_only: bool = False,
 ) -> dict[str, Any]:
     """Run one episode from init state ``episode_index`` and return its record. With ``placement_seed`` the episode
     starts instead from the layout LIBERO's placement sampler draws under that seed (demonstrations: never an
     evaluation init state: with ``held_out_tolerance`` the env refuses a layout that close to one); ``episode_index``
-    then only names the episode."""
+    then only names the episode. With ``render_policy_frames_only`` (an env with ``set_rendering``, no observer that
+    needs every frame) the cameras render only the observations the policy is given: the same pixels, a fifth of
+    the renders at ``replan_steps=5``."""
+    if render_policy_frames_only and observer is not None:
+        raise ValueError("run_episode: render_policy_frames_only skips frames that the observer would be shown")
     started = time.perf_counter()
     task = TaskContext(
         suite=suite,
@@ -121,6 +126,9 @@ def run_episode(
         start = {"init_state_index": episode_index}
         if placement_seed is not None:
             start = {"placement_seed": placement_seed, "held_out_tolerance": held_out_tolerance}
+        gate = env.set_rendering if render_policy_frames_only else None
+        if gate is not None:
+            gate(True)
         obs, _ = env.reset(options=start)
         policy.reset(task)
         plan: deque[np.ndarray] = deque()
@@ -138,6 +146,8 @@ def run_episode(
                 record["inferences"].append(entry)
                 plan.extend(actions[:replan_steps])
             action = plan.popleft()
+            if gate is not None:
+                gate(not plan)  # the observation after this step goes to the policy only if the plan is spent
             next_obs, _, terminated, truncated, info = env.step(action)
             record["steps"] += 1
             if observer is not None:
@@ -150,6 +160,9 @@ def run_episode(
         record["time_s"] = _time_split(env, policy_s, time.perf_counter() - control_started)
     except Exception as err:  # a crashed episode is recorded as an error, never as a failure
         record["error"] = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
+    finally:
+        if render_policy_frames_only:
+            env.set_rendering(True)  # the env outlives the episode; leave it as it was given
     record["wall_s"] = round(time.perf_counter() - started, 3)
     record["finished_at"] = utc_now()
     return record

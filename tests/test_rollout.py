@@ -205,3 +205,48 @@ def test_lag_mae_measures_image_change():
     assert lag({"agentview": black, "wrist": black}) == []
     assert lag({"agentview": grey, "wrist": black}) == [10.0]
     assert lag({"agentview": grey, "wrist": grey}) == [10.0, 10.0]
+
+
+class ImageKeepingPolicy(ConstantPolicy):
+    """ConstantPolicy that keeps a copy of every image it is given (and fails if one is missing)."""
+
+    def __init__(self):
+        super().__init__(chunk=10)
+        self.seen: list[dict[str, np.ndarray]] = []
+
+    def infer(self, obs):
+        self.seen.append({view: image.copy() for view, image in obs["images"].items()})
+        return super().infer(obs)
+
+
+def test_rendering_only_the_policys_frames_gives_it_the_same_pixels():
+    """``render_policy_frames_only`` skips the renders nobody reads (wait steps, steps between replans): the policy
+    gets, pixel for pixel, the images of an env that renders every step, from a fifth of the renders."""
+    from sim_eval.envs.libero_env import LiberoEnv
+    from sim_eval.rollout import run_episode
+
+    env = LiberoEnv("libero_object", 1, max_steps=12, render_size=64, model_image_size=64, num_wait_steps=3)
+    try:
+        runs = {}
+        for gated in (False, True):
+            policy = ImageKeepingPolicy()
+            record = run_episode(
+                env,
+                policy,
+                suite="libero_object",
+                task_id=1,
+                episode_index=2,
+                replan_steps=5,
+                render_policy_frames_only=gated,
+            )
+            assert record["error"] is None and record["steps"] == 12
+            runs[gated] = (policy.seen, record["time_s"]["render_s"])
+        assert env._rendering  # handed back as it was given
+    finally:
+        env.close()
+    (always, always_s), (gated, gated_s) = runs[False], runs[True]
+    assert len(always) == len(gated) == 3  # inferences at steps 0, 5, 10
+    for full_frame, gated_frame in zip(always, gated, strict=True):
+        for view in ("agentview", "wrist"):
+            np.testing.assert_array_equal(gated_frame[view], full_frame[view])
+    assert gated_s < always_s / 2  # 2 of the 12 control renders instead of 12

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import string
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,16 @@ class LiberoEnv(gym.Env):
             raise ValueError("set_rendering: this env was built without cameras")
         self._rendering = bool(enabled)
 
+    @contextmanager
+    def _rendering_if(self, wanted: bool):
+        """Inside, render the cameras only if ``wanted`` and rendering is on; afterwards as before."""
+        on = self._rendering
+        self._rendering = on and wanted
+        try:
+            yield
+        finally:
+            self._rendering = on
+
     def _gate_camera_sensors(self) -> None:
         """Wrap each camera observable's sensor so that it renders only while ``_rendering`` (robosuite rebuilds the
         sensors at every hard reset, so this runs after each one)."""
@@ -220,15 +231,18 @@ class LiberoEnv(gym.Env):
         raw = reset_simulator(self._env)
         if self.cameras:
             self._gate_camera_sensors()
+        # Only the last of these observations is returned, so only it is rendered (pixels depend on the state alone).
         if self.init_state_index is not None:
-            raw = self._env.set_init_state(self.init_states[self.init_state_index])
+            with self._rendering_if(self.num_wait_steps == 0):
+                raw = self._env.set_init_state(self.init_states[self.init_state_index])
         # the layout the episode starts from, before the wait steps (init states are stored at that point too)
         self.start_state = np.asarray(self._env.get_sim_state(), dtype=np.float64).copy()
         self.held_out = None
         if self.placement_seed is not None and options.get("held_out_tolerance") is not None:
             self.held_out = self._check_held_out(float(options["held_out_tolerance"]))
-        for _ in range(self.num_wait_steps):
-            raw, _, _, _ = self._env.step(self.wait_action)
+        for wait in range(self.num_wait_steps):
+            with self._rendering_if(wait == self.num_wait_steps - 1):
+                raw, _, _, _ = self._env.step(self.wait_action)
         self._steps = 0
         self.timing = dict.fromkeys(self.timing, 0.0)
         info = {
