@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -99,9 +100,24 @@ def _version(package: str) -> str | None:
         return None
 
 
+def code_commit() -> str | None:
+    """The git commit of the code running (``+dirty`` when tracked files differ from it), None outside a checkout.
+    Beside the identity, not in it: a run may be resumed by a later commit, and each record says which made it."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 1 else "")
+
+
 def run_info(run: RunConfig) -> dict[str, Any]:
     """What is recorded beside the identity: where the model is, the device asked for, the versions."""
     info: dict[str, Any] = {
+        "code_commit": code_commit(),
         "sim_eval": _version("sim_eval"),
         "torch": _version("torch"),
         "python": sys.version.split()[0],

@@ -21,12 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None, help="report title")
     parser.add_argument("--note", default=None, help="a line quoted under the title")
     parser.add_argument("--max-traces", type=int, default=24, help="cliff-episode trace plots per mode (default 24)")
+    parser.add_argument(
+        "--videos",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="runs that re-ran some episodes with eval.video: their videos for episodes recorded without one",
+    )
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         print(f"report: error: --out {args.out}: exists and is not a directory", file=sys.stderr)
         return 2
     try:
-        path = build_report(args.dirs, args.out, title=args.title, note=args.note, max_traces=args.max_traces)
+        path = build_report(
+            args.dirs,
+            args.out,
+            title=args.title,
+            note=args.note,
+            max_traces=args.max_traces,
+            video_paths=args.videos,
+        )
     except (NoEpisodesError, ValueError) as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 2

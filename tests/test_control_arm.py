@@ -241,3 +241,88 @@ def test_synthetic_control_arm_renders_and_its_cliffs_diverge(tmp_path):
     # the control arm's own cliffs get trace plots too, named apart from the baseline's by the seed
     control_cliffs = pair_with_baseline(base.records, control.records).cliffs
     assert any((sweep / "report_plots").glob("trace_pi05_full_seed1_*.png")) == bool(control_cliffs)
+
+
+def test_answer_opens_the_report_with_the_verdict_and_numbers(tmp_path):
+    """Three arms where cache3 adds nothing beyond chance: the answer says so, with the largest loss; when a mode
+    loses every episode the control keeps, it says cliffs, with the excess and its p."""
+    text = build_report(three_arms(tmp_path), tmp_path / "out").read_text()
+    assert text.index("## Answer") < text.index("## Headline")
+    answer = text.split("## Answer")[1].split("\n## ")[0]
+    assert "**no mode exceeds the control arm**: no mode has more cliffs than `full@seed1` beyond chance (p < " \
+           "0.05); the largest paired loss is -18.2 points (`cache3`)." in answer  # fmt: skip
+    assert "- `cache3` succeeds on 54.5% of 11 paired episodes (-18.2 points against `full`): 3 cliff(s), " \
+           "1 rescue(s), +2 against the control arm's 1 on the same 10 episodes (exact p 0.500: within " \
+           "chance)." in answer  # fmt: skip
+    assert "For the model `pi05` (digest not recorded), over 11 paired episodes per mode: " in answer
+
+    keys = [f"libero_goal/0/{e}" for e in range(8)]
+    ident = {"policy.checkpoint": "sha256:" + "ab" * 32}
+    runs = {
+        "full": [rec(k, "full", "S", identity=ident, checkpoint="/x/small") for k in keys],
+        "cache2": [rec(k, "cache2", "S" if i < 6 else "F", identity=ident, checkpoint="/x/small")
+                   for i, k in enumerate(keys)],
+        "cache3": [rec(k, "cache3", "F", identity=ident, checkpoint="/x/small") for k in keys],
+        "control": [rec(k, "full", "S", seed=1, identity=ident, checkpoint="/x/small") for k in keys],
+    }  # fmt: skip
+    out = tmp_path / "cliffy"
+    text = build_report([write_run(tmp_path / "c" / n, r) for n, r in runs.items()], out).read_text()
+    answer = text.split("## Answer")[1].split("\n## ")[0]
+    assert "For the model `small` (pi05, checkpoint sha256:abababababab…), over 8 paired episodes per mode: " \
+           "**cliffs, not a smooth and bounded loss.** `cache3` lose episodes" in answer  # fmt: skip
+    assert "+8 against the control arm's 0 on the same 8 episodes (exact p 0.008: beyond chance)" in answer
+    assert "+2 against the control arm's 0 on the same 8 episodes (exact p 0.500: within chance)" in answer
+    assert "Success by reuse window: `full` 100.0% → `cache2` 75.0% → `cache3` 0.0%." in answer
+    assert json.loads((out / "report.json").read_text())["answer"]["exceeding_control"] == ["cache3"]
+
+
+def test_runs_section_names_commit_overrides_and_machine(tmp_path):
+    info = {"code_commit": "0123abc"}
+    device = {"renderer": "Mesa / llvmpipe", "cpu": {"model": "AMD EPYC", "torch_capability": "AVX512"}}
+    full = [rec(k, "full", "S", info=info, device=device) for k in KEYS[:3]]
+    mode = [rec(k, "cache3", "F", info=info if i else {}, device=device) for i, k in enumerate(KEYS[:3])]
+    paths = [write_run(tmp_path / "full", full), write_run(tmp_path / "cache3", mode)]
+    (paths[1] / ".hydra").mkdir()
+    (paths[1] / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["arm=cache3", "policy.shadow=true"]))
+    text = build_report(paths, tmp_path / "out").read_text()
+    runs = text.split("## Runs")[1].split("\n## ")[0]
+    assert "| `../cache3` | `cache3` | 3 | `0123abc`; 1 record(s): not recorded | `arm=cache3` " \
+           "`policy.shadow=true` | `Mesa / llvmpipe` | `AMD EPYC (AVX512)` |" in runs  # fmt: skip
+    assert "| `../full` | `full` | 3 | `0123abc` | – |" in runs
+
+
+def _mp4(path: Path, frames: int, level: int) -> str:
+    import imageio.v2 as imageio
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=10, codec="libx264", macro_block_size=2) as writer:
+        for _ in range(frames):
+            writer.append_data(np.full((16, 32, 3), level, np.uint8))
+    return path.name
+
+
+def test_cliff_videos_from_re_runs_say_whether_they_repeat_the_record(tmp_path):
+    """Study arms record no video; episodes re-run with ``eval.video`` (``--videos``) supply them, each marked as an
+    identical repeat or not, and the side-by-side video is composed from the re-runs."""
+    infs = [{"step": 5 * k, "infer_ms": 9.0, "used_full": True, "lag_mae": [1.0 * k] if k else []} for k in range(3)]
+    base = [rec(k, "full", "S", steps=120, inferences=infs) for k in KEYS[:2]]
+    mode = [rec(k, "cache3", "F", steps=280, inferences=infs) for k in KEYS[:2]]
+    study = [write_run(tmp_path / "study" / "full", base), write_run(tmp_path / "study" / "cache3", mode)]
+    rerun_base = [{**r, "video": "videos/" + _mp4(tmp_path / "again" / "full" / "videos" / "b.mp4", 4, 40)}
+                  for r in base[:1]]  # fmt: skip
+    moved = [dict(i, lag_mae=[x + 2.0 for x in i["lag_mae"]]) for i in infs]
+    rerun_mode = [{**mode[0], "inferences": moved, "video": "videos/" + _mp4(tmp_path / "again" / "cache3" / "videos"
+                                                                                / "m.mp4", 6, 200)}]  # fmt: skip
+    write_run(tmp_path / "again" / "full", rerun_base)
+    write_run(tmp_path / "again" / "cache3", rerun_mode)
+    out = tmp_path / "out"
+    build_report(study, out)
+    assert "No videos were recorded" in (out / "report.md").read_text()
+    text = build_report(study, out, video_paths=[tmp_path / "again"]).read_text()
+    rows = [line for line in text.split("### `cache3`")[1].splitlines() if line.startswith("| `libero_goal/0/")]
+    assert "[b.mp4](../again/full/videos/b.mp4) (re-run, identical)" in rows[0]
+    assert "[m.mp4](../again/cache3/videos/m.mp4) (re-run, differs: failure in 280 steps)" in rows[0]
+    assert "[side by side](report_videos/pi05_cache3_libero_goal_0_0.mp4)" in rows[0]
+    assert (out / "report_videos" / "pi05_cache3_libero_goal_0_0.mp4").stat().st_size > 0
+    assert rows[1].endswith("| – | – | – |")  # not re-run

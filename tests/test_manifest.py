@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FIXTURES, compose, run_cli, writable_copy
+from conftest import FIXTURES, REPO, compose, run_cli, writable_copy
 
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.app import pending_episodes, run_meta
@@ -177,3 +177,19 @@ def test_model_sizes_by_name_or_by_file():
     assert named["policy.model_sizes"] == "pi05"
     filed = identity(validate(compose([f"policy.model_sizes={FIXTURES / 'tiny_config.json'}"])))
     assert filed["policy.model_sizes"].startswith("sha256:")
+
+
+def test_run_info_names_the_code_commit():
+    """Every record carries the commit of the code that made it (beside the identity: resuming under a later commit
+    is allowed, and the records then say which episodes which commit ran)."""
+    import subprocess
+
+    from sim_eval.manifest import code_commit
+
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    commit = code_commit()
+    assert commit is not None and commit.removesuffix("+dirty") == head.stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD"]).returncode == 1
+    assert commit.endswith("+dirty") == dirty

@@ -58,6 +58,7 @@ def frontier(
     xs = np.array([r["latency_mean_ms"] for r in rows])
     ys = np.array([r["success_rate"] for r in rows]) * 100
     yerr = np.array([[r["success_rate"] - r["success_ci_low"], r["success_ci_high"] - r["success_rate"]] for r in rows])
+    yerr = np.maximum(yerr, 0.0)  # Wilson's bound at 0% or 100% can land an ulp inside the rate
     front = pareto_front(list(zip(xs.tolist(), ys.tolist(), strict=True)))
     if len(front) > 1:
         ax.plot(xs[front], ys[front], "-", color="#2ca02c", lw=1.5, alpha=0.7, label="Pareto front", zorder=1)

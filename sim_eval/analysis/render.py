@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sim_eval.analysis.sections import (
+    answer,
     cliffs,
     control,
     errors,
@@ -23,6 +24,7 @@ from sim_eval.analysis.sections import (
     paired,
     per_suite,
     per_task,
+    provenance,
     shadow,
     sweep,
 )
@@ -34,6 +36,7 @@ __all__ = ["PLOTS_DIR", "REPORT_FILE", "VIDEOS_DIR", "build_report", "render"]
 # report order: what a reader asks first (how much success, paired, beyond chance?) before how and why
 SECTIONS = (
     header,
+    answer,
     headline,
     paired,
     control,
@@ -46,6 +49,7 @@ SECTIONS = (
     shadow,
     cliffs,
     errors,
+    provenance,
     method,
 )
 
@@ -77,15 +81,17 @@ def build_report(
     note: str | None = None,
     max_traces: int = 24,
     input_label: str | None = None,
+    video_paths: Sequence[str | Path] = (),
 ) -> Path:
     """Write ``report.md``, ``report.json``, ``report_plots/*.png`` and, for cliff episodes whose baseline and mode
     episodes both have a video, ``report_videos/*.mp4`` (full above, mode below) into ``out_dir`` (default: the
     first path); return the path of ``report.md``. ``input_label`` replaces the list of input paths in the header
-    (reports whose inputs live in a temporary directory). Raises ``runs.NoEpisodesError`` for a path without episode
-    records."""
+    (reports whose inputs live in a temporary directory). ``video_paths``: runs that re-ran some episodes with
+    videos, shown for episodes recorded without one (each marked with whether the re-run repeated it). Raises
+    ``runs.NoEpisodesError`` for a path without episode records."""
     if not paths:
         raise ValueError("no directory given")
     if max_traces < 0:
         raise ValueError(f"max_traces must be >= 0, got {max_traces}")
     out = Path(out_dir) if out_dir is not None else Path(paths[0])
-    return render(ReportContext(paths, out.resolve(), title, note, max_traces, input_label))
+    return render(ReportContext(paths, out.resolve(), title, note, max_traces, input_label, video_paths))

@@ -79,9 +79,9 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
                 num(shadow["cos_min"], 3) if shadow else "–",
                 num(shadow["first_below"][0.5], 0) if shadow and shadow["first_below"][0.5] is not None else "–",
                 *_divergence_cells(div, has_evidence(base, record)),
-                video_cell(base, ctx.out),
-                video_cell(record, ctx.out),
-                _side_by_side(ctx, group, key, base, record) if key in pairing.cliffs[: ctx.max_traces] else "–",
+                _video(ctx, ctx.baseline(group), base),
+                _video(ctx, group, record),
+                _side_by_side(ctx, group, base, record) if key in pairing.cliffs[: ctx.max_traces] else "–",
             ]
         )
     ctx.add(
@@ -115,9 +115,16 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
         ),
         "",
     )
-    if not any(base_records[k].get("video") or records[k].get("video") for k in pairing.cliffs):
-        ctx.add("No videos were recorded for these episodes (run with `eval.video=failures` or `all`).", "")
-    elif not all(base_records[k].get("video") for k in pairing.cliffs):
+    base_group = ctx.baseline(group)
+    if not any(
+        ctx.video_of(base_group, base_records[k])[0] or ctx.video_of(group, records[k])[0] for k in pairing.cliffs
+    ):
+        ctx.add(
+            "No videos were recorded for these episodes (run with `eval.video=failures` or `all`, or re-run some "
+            "with it and pass those runs to `--videos`).",
+            "",
+        )
+    elif not all(ctx.video_of(base_group, base_records[k])[0] for k in pairing.cliffs):
         # a cliff's baseline episode succeeded, and eval.video=failures keeps only failures
         ctx.add("For side-by-side videos of every cliff, run the `full` baseline with `eval.video=all`.", "")
     shown = pairing.cliffs[: ctx.max_traces]
@@ -169,9 +176,19 @@ def _divergence_summary(divergences: dict[str, Divergence | None]) -> str:
     )
 
 
-def _side_by_side(ctx: ReportContext, group: Group, key: str, base: dict, record: dict) -> str:
-    """Link to a composed video (``full`` above, the mode below) when both episodes have one; ``–`` otherwise."""
-    paths = [Path(r["_run_dir"]) / r["video"] for r in (base, record) if r.get("video")]
+def _video(ctx: ReportContext, group: Group, record: dict) -> str:
+    """The episode's video, or a re-run's marked as such (``ReportContext.video_of``); ``–`` without one."""
+    shown, note = ctx.video_of(group, record)
+    cell = video_cell(shown, ctx.out)
+    return f"{cell} ({note})" if note and shown else cell
+
+
+def _side_by_side(ctx: ReportContext, group: Group, base: dict, record: dict) -> str:
+    """Link to a composed video (``full`` above, the mode below) when both episodes have one (their own or a
+    re-run's); ``–`` otherwise."""
+    key = record["key"]
+    shown = [ctx.video_of(ctx.baseline(group), base)[0], ctx.video_of(group, record)[0]]
+    paths = [Path(r["_run_dir"]) / r["video"] for r in shown if r is not None]
     if len(paths) < 2 or not all(p.is_file() for p in paths):
         return "–"
     out = ctx.video_dir / f"{slug(group.policy)}_{slug(group.name)}_{slug(key)}.mp4"

@@ -25,6 +25,7 @@ class ReportContext:
         note: str | None,
         max_traces: int,
         input_label: str | None = None,
+        video_paths: Sequence[str | Path] = (),
     ):
         self.input_label = input_label
         self.paths = [Path(p) for p in paths]
@@ -56,6 +57,12 @@ class ReportContext:
             for g in self.groups
             if id(g) in self.pairings
         }
+        # episodes re-run with videos (``--videos``): per group label and key, the re-run record holding a video
+        self.reruns: dict[str, dict[str, dict[str, Any]]] = {}
+        if video_paths:
+            for group in build_groups(load_runs(video_paths)):
+                with_video = {r["key"]: r for r in group.records if r.get("video")}
+                self.reruns.setdefault(group.label, {}).update(with_video)
         self.lines: list[str] = []
         self.json: dict[str, Any] = {"groups": {}}
 
@@ -79,6 +86,50 @@ class ReportContext:
         """The views the controller's refresh rule used (``policy.refresh.views``); ``None`` = all recorded."""
         value = group.config_value("policy", "refresh", "views")
         return list(value) if isinstance(value, list) and value else None
+
+    def model_label(self) -> str:
+        """The model(s) the records name, per checkpoint directory: its digest(s) or random weights, and how many
+        records predate digests, e.g. "the model `pi05_small_libero` (pi05, checkpoint sha256:21a191377976…)"."""
+        models: dict[tuple[str, str], dict[str, int]] = {}
+        for group in self.groups:
+            for record in group.records:
+                ident = record.get("identity") or {}
+                where = record.get("checkpoint")
+                name = (f"`{Path(where).name}`" if where else f"`{group.policy}`", group.policy)
+                if ident.get("policy.random_weights"):
+                    digest = "random weights"
+                else:
+                    digest = str(ident.get("policy.checkpoint") or "")
+                    digest = f"checkpoint {digest[:19]}…" if digest.startswith("sha256:") else digest
+                counts = models.setdefault(name, {})
+                counts[digest] = counts.get(digest, 0) + 1
+        parts = []
+        for (name, policy), counts in models.items():
+            known = [d for d in counts if d]
+            text = ", ".join([*([policy] if name != f"`{policy}`" else []), *known])
+            if counts.get(""):
+                missing = f"{counts['']} record(s) without a digest" if known else "digest not recorded"
+                text = f"{text}; {missing}" if text else missing
+            parts.append(f"{name} ({text})")
+        return ("the model " if len(parts) == 1 else "the models ") + ", ".join(parts)
+
+    def video_of(self, group: Group, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The record whose video shows ``record``'s episode, and how it relates to it: the record itself when it
+        was recorded with a video (note ``""``), else a re-run of the same group and key from ``--videos`` with a
+        note saying whether the re-run repeated the recorded episode (steps, outcome and the lag MAE of every
+        inference equal) or not; ``(None, "")`` without either."""
+        if record.get("video"):
+            return record, ""
+        rerun = self.reruns.get(group.label, {}).get(record["key"])
+        if rerun is None:
+            return None, ""
+        lags = [[i.get("lag_mae"), i.get("pixel_mae")] for i in (record.get("inferences") or [])]
+        rerun_lags = [[i.get("lag_mae"), i.get("pixel_mae")] for i in (rerun.get("inferences") or [])]
+        same = (rerun.get("success"), rerun.get("steps")) == (record.get("success"), record.get("steps"))
+        if same and lags == rerun_lags:
+            return rerun, "re-run, identical"
+        outcome = "success" if rerun.get("success") else "failure"
+        return rerun, f"re-run, differs: {outcome} in {rerun.get('steps')} steps"
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)

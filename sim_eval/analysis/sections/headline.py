@@ -9,7 +9,7 @@ from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.control import excess_cell
 from sim_eval.analysis.sections.fmt import num, pct, pvalue, rate_ci, table
-from sim_eval.analysis.stats import success_by
+from sim_eval.analysis.stats import KINDS, success_by
 
 
 def render(ctx: ReportContext) -> None:
@@ -33,6 +33,7 @@ def render(ctx: ReportContext) -> None:
                 num(h["latency_mean_ms"]),
                 num(h["latency_p50_ms"]),
                 num(h["latency_p95_ms"]),
+                " / ".join(num(h[f"latency_{kind}_p50_ms"]) for kind in KINDS),
                 pct(h["refresh_fraction"]),
                 num(h["control_rate_hz"], 0),
                 num(length_summary(group.records)["steps_success_median"], 0),
@@ -54,6 +55,7 @@ def render(ctx: ReportContext) -> None:
                 "mean ms",
                 "p50 ms",
                 "p95 ms",
+                "p50 ms " + " / ".join(KINDS),
                 "refresh",
                 "control Hz",
                 "median steps (successes)",
@@ -66,7 +68,8 @@ def render(ctx: ReportContext) -> None:
     ctx.add(
         "Errors (crashed episodes) are excluded from success rates. Δ, cliffs, rescues and the exact McNemar "
         "p-value use only episodes finished in both the mode and `full`. *refresh* = forced refreshes / frames "
-        "the window allowed to be cached; *control Hz* = replan_steps / mean inference time (see Method)."
+        "the window allowed to be cached; *p50 ms full / cached / forced*: median latency of "
+        "each inference kind (see Latency); *control Hz* = replan_steps / mean inference time (see Method)."
         + (
             " *excess cliffs vs control*: mode cliffs − control-arm cliffs on the episodes paired in both, with the "
             "Newcombe 95% interval of the rate and the exact McNemar p (see Control arm)."

@@ -1,0 +1,82 @@
+"""``## Answer``: the report's opening paragraph -- the question sim_eval exists for (does success degrade smoothly
+and boundedly under prefix reuse, or are there cliffs, and how many beyond chance?) answered in plain words from the
+numbers of the sections below, for the model the records name."""
+
+from __future__ import annotations
+
+from sim_eval.analysis.runs import Group
+from sim_eval.analysis.sections.context import ReportContext
+from sim_eval.analysis.sections.control import ALPHA
+from sim_eval.analysis.sections.fmt import pct, pvalue
+from sim_eval.analysis.stats import parse_mode
+
+
+def _points(delta: float) -> str:
+    return f"{delta * 100:+.1f} points"
+
+
+def _mode_sentence(ctx: ReportContext, group: Group) -> str:
+    label = ctx.label[id(group)]
+    pairing = ctx.pairings[id(group)]
+    on_pairs = pairing.mode_rate if pairing.mode_rate is not None else float("nan")
+    text = (
+        f"`{label}` succeeds on {pct(on_pairs)} of {pairing.n_pairs} paired episodes ({_points(pairing.delta)} "
+        f"against `{ctx.label[id(ctx.baseline(group))]}`): {len(pairing.cliffs)} cliff(s), "
+        f"{len(pairing.rescues)} rescue(s)"
+    )
+    found = ctx.excess.get(id(group))
+    if found:
+        control, ex = found[0]
+        verdict = "beyond chance" if ex.exceeds(ALPHA) else "within chance"
+        text += (
+            f", {ex.excess:+d} against the control arm's {ex.control_cliffs} on the same {ex.pairs} episodes "
+            f"(exact p {pvalue(ex.p_value)}: {verdict})"
+        )
+    return text + "."
+
+
+def render(ctx: ReportContext) -> None:
+    modes = [g for g in ctx.groups if id(g) in ctx.pairings and not g.is_control and ctx.pairings[id(g)].n_pairs]
+    if not modes:
+        return  # nothing was compared with `full`: the headline says what there is
+    ctx.add("## Answer", "")
+    model = ctx.model_label()
+    sizes = sorted({ctx.pairings[id(g)].n_pairs for g in modes})
+    pairs = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    exceeding = [g for g in modes if (found := ctx.excess.get(id(g))) and found[0][1].exceeds(ALPHA)]
+    lead = f"For {model}, over {pairs} paired episodes per mode: "
+    if not ctx.controls:
+        lead += (
+            "there is no control arm among these runs, so how many of the cliffs below chance alone would make is "
+            "not known (run `full` again at another `eval.seed`)."
+        )
+    elif exceeding:
+        names = ", ".join(f"`{ctx.label[id(g)]}`" for g in exceeding)
+        control = ctx.controls[0]
+        lead += (
+            f"**cliffs, not a smooth and bounded loss.** {names} lose episodes that `full` solves far more often "
+            f"than the control arm (`{ctx.label[id(control)]}`, the same episodes under other noise: "
+            f"{len(ctx.pairings[id(control)].cliffs)} cliff(s) in {ctx.pairings[id(control)].n_pairs}) does."
+        )
+    else:
+        worst = min(modes, key=lambda g: ctx.pairings[id(g)].delta)
+        lead += (
+            f"**no mode exceeds the control arm**: no mode has more cliffs than `{ctx.label[id(ctx.controls[0])]}` "
+            f"beyond chance (p < {ALPHA:g}); the largest paired loss is {_points(ctx.pairings[id(worst)].delta)} "
+            f"(`{ctx.label[id(worst)]}`)."
+        )
+    ctx.add(lead, "")
+    for group in modes:
+        ctx.add(f"- {_mode_sentence(ctx, group)}")
+    ctx.add("")
+    ladder = sorted((n, g) for g in modes if (kind_n := parse_mode(g.mode))[0] == "cache" for n in [kind_n[1]])
+    if len(ladder) >= 2:
+        base = ctx.baseline(ladder[0][1])
+        steps = [f"`{ctx.label[id(base)]}` {pct(ctx.headlines[id(base)]['success_rate'])}"]
+        steps += [f"`{ctx.label[id(g)]}` {pct(ctx.headlines[id(g)]['success_rate'])}" for _, g in ladder]
+        ctx.add(f"Success by reuse window: {' → '.join(steps)}.", "")
+    ctx.json["answer"] = {
+        "exceeding_control": [ctx.label[id(g)] for g in exceeding],
+        "has_control": bool(ctx.controls),
+        "model": model,
+    }
