@@ -173,6 +173,8 @@ def test_report_lists_the_divergence_and_a_mode_that_exceeds_the_control(tmp_pat
     text = build_report(paths, tmp_path / "out").read_text()
     assert "**More cliffs than the control arm beyond chance** (p < 0.05): `cache3` (+8, p 0.008)." in text
     assert "**No mode exceeds" not in text
+    assert "Where (see Cliff episodes): under `cache3`, 1 of 8 cliff episodes depart from `full` by inference 4 " \
+           "(median), and in 1 of them the actions that departed came from a cached frame." in text  # fmt: skip
     cliffs = text.split("### `cache3`")[1]
     row = next(line for line in cliffs.splitlines() if line.startswith(f"| `{keys[0]}` |"))
     assert "| 4 / 20 | actions (shadow cos 0.850) | cached | 1 | 4.00 | 0.850 |" in row

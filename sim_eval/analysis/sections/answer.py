@@ -4,11 +4,12 @@ numbers of the sections below, for the model the records name."""
 
 from __future__ import annotations
 
+from sim_eval.analysis.divergence import divergence_point
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.control import ALPHA
 from sim_eval.analysis.sections.fmt import pct, pvalue
-from sim_eval.analysis.stats import parse_mode
+from sim_eval.analysis.stats import inference_kind, parse_mode
 
 
 def _points(delta: float) -> str:
@@ -33,6 +34,49 @@ def _mode_sentence(ctx: ReportContext, group: Group) -> str:
             f"(exact p {pvalue(ex.p_value)}: {verdict})"
         )
     return text + "."
+
+
+def _departures(ctx: ReportContext, group: Group, keys: list[str]) -> tuple[int, int | None, int]:
+    """Over ``keys``: how many episodes depart from the baseline's (``divergence_point``), their median (lower)
+    departure inference, and in how many the inference whose actions made the departure was a cached frame (the
+    one before, when the inputs are what departed)."""
+    base = ctx.records_by_key[id(ctx.baseline(group))]
+    mine = ctx.records_by_key[id(group)]
+    found, cached = [], 0
+    for key in keys:
+        div = divergence_point(base[key], mine[key], views=ctx.views(group))
+        if div is None:
+            continue
+        found.append(div.index)
+        source = div.index - 1 if div.cause == "inputs" else div.index
+        infs = mine[key].get("inferences") or []
+        cached += 0 <= source < len(infs) and inference_kind(infs[source]) == "cached"
+    median = sorted(found)[(len(found) - 1) // 2] if found else None
+    return len(found), median, cached
+
+
+def _where(ctx: ReportContext, modes: list[Group]) -> list[str]:
+    lines = []
+    for group in modes:
+        cliffs = ctx.pairings[id(group)].cliffs
+        n, median, cached = _departures(ctx, group, cliffs)
+        if n:
+            lines.append(
+                f"under `{ctx.label[id(group)]}`, {n} of {len(cliffs)} cliff episodes depart from `full` by "
+                f"inference {median} (median), and in {cached} of them the actions that departed came from a "
+                "cached frame"
+            )
+    for control in ctx.controls[:1]:
+        pairing = ctx.pairings[id(control)]
+        keys = [*pairing.both_success, *pairing.cliffs, *pairing.rescues, *pairing.both_fail]
+        n, median, _ = _departures(ctx, control, keys)
+        if n and lines:
+            lines.append(
+                f"the control arm's episodes depart as early (by inference {median}, {n} of {len(keys)} pairs) and "
+                f"{len(pairing.both_success) + len(pairing.rescues)} of them succeed: when an episode departs does "
+                "not by itself tell a cliff from chance"
+            )
+    return lines
 
 
 def render(ctx: ReportContext) -> None:
@@ -75,6 +119,9 @@ def render(ctx: ReportContext) -> None:
         steps = [f"`{ctx.label[id(base)]}` {pct(ctx.headlines[id(base)]['success_rate'])}"]
         steps += [f"`{ctx.label[id(g)]}` {pct(ctx.headlines[id(g)]['success_rate'])}" for _, g in ladder]
         ctx.add(f"Success by reuse window: {' → '.join(steps)}.", "")
+    where = _where(ctx, modes)
+    if where:
+        ctx.add("Where (see Cliff episodes): " + "; ".join(where) + ".", "")
     ctx.json["answer"] = {
         "exceeding_control": [ctx.label[id(g)] for g in exceeding],
         "has_control": bool(ctx.controls),
