@@ -100,15 +100,21 @@ def _version(package: str) -> str | None:
         return None
 
 
+CODE_PATHS = ("sim_eval", "policies", "conf", "checkpoints", "pyproject.toml")
+
+
 def code_commit() -> str | None:
-    """The git commit of the code running (``+dirty`` when tracked files differ from it), None outside a checkout.
-    Beside the identity, not in it: a run may be resumed by a later commit, and each record says which made it."""
+    """The git commit of the code running (``+dirty`` when its code -- ``CODE_PATHS`` -- differs from it; records
+    written into the checkout do not count), None outside a checkout. Beside the identity, not in it: a run may be
+    resumed by a later commit, and each record says which made it."""
     repo = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", *CODE_PATHS], capture_output=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):  # no git on this machine
         return None
     return head.stdout.strip() + ("+dirty" if dirty.returncode == 1 else "")

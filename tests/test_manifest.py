@@ -184,12 +184,12 @@ def test_run_info_names_the_code_commit():
     is allowed, and the records then say which episodes which commit ran)."""
     import subprocess
 
-    from sim_eval.manifest import code_commit
+    from sim_eval.manifest import CODE_PATHS, code_commit
 
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     commit = code_commit()
     assert commit is not None and commit.removesuffix("+dirty") == head.stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD"]).returncode == 1
+    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", *CODE_PATHS]).returncode == 1
     assert commit.endswith("+dirty") == dirty
