@@ -328,3 +328,15 @@ def test_cliff_videos_from_re_runs_say_whether_they_repeat_the_record(tmp_path):
     assert "[side by side](report_videos/pi05_cache3_libero_goal_0_0.mp4)" in rows[0]
     assert (out / "report_videos" / "pi05_cache3_libero_goal_0_0.mp4").stat().st_size > 0
     assert rows[1].endswith("| – | – | – |")  # not re-run
+
+
+def test_long_cliff_tables_fold_after_twenty_rows(tmp_path):
+    keys = [f"libero_goal/0/{e}" for e in range(25)]
+    paths = [
+        write_run(tmp_path / "full", [rec(k, "full", "S") for k in keys]),
+        write_run(tmp_path / "cache3", [rec(k, "cache3", "F") for k in keys]),
+    ]
+    cliffs = build_report(paths, tmp_path / "out").read_text().split("### `cache3`")[1]
+    shown, folded = cliffs.split("<details><summary>5 more cliff episode(s) of `cache3`</summary>")
+    assert sum(line.startswith("| `libero_goal/0/") for line in shown.splitlines()) == 20
+    assert sum(line.startswith("| `libero_goal/0/") for line in folded.split("</details>")[0].splitlines()) == 5

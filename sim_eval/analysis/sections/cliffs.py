@@ -13,6 +13,8 @@ from sim_eval.analysis.sections.fmt import num, pct, rel, short, slug, table, vi
 from sim_eval.analysis.stats import Pairing, inference_kind, shadow_episode_metrics
 from sim_eval.analysis.videos import side_by_side
 
+SHOWN_ROWS = 20
+
 
 def render(ctx: ReportContext) -> None:
     ctx.add("## Cliff episodes (success under `full`, failure under the mode)", "")
@@ -89,32 +91,38 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
         f"({pct(len(pairing.cliffs) / pairing.n_pairs)}). {_divergence_summary(divergences)}",
         "",
     )
-    ctx.add(
-        table(
-            [
-                "episode",
-                "instruction",
-                "steps full",
-                f"steps {label}",
-                "inferences",
-                "cached",
-                "forced",
-                "cos_min",
-                "first cos<0.5",
-                "diverges at (inference / step)",
-                "how",
-                "kind there",
-                "window pos",
-                "pixel MAE there",
-                "shadow cos there",
-                "video full",
-                f"video {label}",
-                "side by side",
-            ],
-            rows,
-        ),
-        "",
-    )
+    headers = [
+        "episode",
+        "instruction",
+        "steps full",
+        f"steps {label}",
+        "inferences",
+        "cached",
+        "forced",
+        "cos_min",
+        "first cos<0.5",
+        "diverges at (inference / step)",
+        "how",
+        "kind there",
+        "window pos",
+        "pixel MAE there",
+        "shadow cos there",
+        "video full",
+        f"video {label}",
+        "side by side",
+    ]
+    # episodes with a video first; past SHOWN_ROWS the rest fold away (a mode can have hundreds of cliffs)
+    rows.sort(key=lambda row: all(cell == "–" for cell in row[-3:]))
+    ctx.add(table(headers, rows[:SHOWN_ROWS]), "")
+    if len(rows) > SHOWN_ROWS:
+        ctx.add(
+            f"<details><summary>{len(rows) - SHOWN_ROWS} more cliff episode(s) of `{label}`</summary>",
+            "",
+            table(headers, rows[SHOWN_ROWS:]),
+            "",
+            "</details>",
+            "",
+        )
     base_group = ctx.baseline(group)
     if not any(
         ctx.video_of(base_group, base_records[k])[0] or ctx.video_of(group, records[k])[0] for k in pairing.cliffs
