@@ -340,3 +340,27 @@ def test_long_cliff_tables_fold_after_twenty_rows(tmp_path):
     shown, folded = cliffs.split("<details><summary>5 more cliff episode(s) of `cache3`</summary>")
     assert sum(line.startswith("| `libero_goal/0/") for line in shown.splitlines()) == 20
     assert sum(line.startswith("| `libero_goal/0/") for line in folded.split("</details>")[0].splitlines()) == 5
+
+
+def test_first_difference_and_compare_reruns(tmp_path):
+    """Two runs of one setting: an exact repeat, a trace that departs at inference 1 (same outcome), one that departs
+    and flips; the script counts them and the departures."""
+    import subprocess
+    import sys
+
+    from sim_eval.analysis.divergence import first_difference
+
+    infs = [{"step": 5 * k, "used_full": True, "lag_mae": [float(k)] if k else [], "pixel_mae": None} for k in range(3)]
+    moved = [infs[0], {**infs[1], "lag_mae": [1.5]}, infs[2]]
+    a = [rec(k, "full", "S", inferences=infs) for k in KEYS[:3]]
+    b = [rec(KEYS[0], "full", "S", inferences=infs), rec(KEYS[1], "full", "S", inferences=moved),
+         rec(KEYS[2], "full", "F", steps=280, inferences=infs)]  # fmt: skip
+    assert [first_difference(x, y) for x, y in zip(a, b, strict=True)] == [None, 1, 3]
+    assert first_difference(a[0], rec(KEYS[0], "full", "S", inferences=infs[:2])) == 2
+    paths = [write_run(tmp_path / "a", a), write_run(tmp_path / "b", b)]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_reruns.py"
+    out = subprocess.run([sys.executable, script, *map(str, paths), "--list"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "3 common episodes: 1 repeat exactly, 2 differ" in out.stdout
+    assert "outcome changed in 1: 1 succeed only in A, 0 only in B" in out.stdout
+    assert f"{KEYS[2]}: from inference 3; steps 100 vs 280 OUTCOME" in out.stdout

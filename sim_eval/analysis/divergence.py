@@ -103,3 +103,22 @@ def divergence_point(
             shadow_cos=None if cos is None else float(cos),
         )
     return None
+
+
+def _trace(record: Record) -> list[tuple[Any, Any, Any]]:
+    return [(i.get("lag_mae"), i.get("pixel_mae"), i.get("shadow_cos")) for i in record.get("inferences") or []]
+
+
+def first_difference(a: Record, b: Record) -> int | None:
+    """For two records of one episode under the same settings (a re-run, another machine): the first inference at
+    which their recorded inputs (lag and pixel MAE) or shadow cosine differ at all, ``len`` of the shorter trace when
+    one trace is a prefix of the other, and ``None`` when the episodes repeat exactly (same outcome, steps and
+    trace): the simulator and the policy are deterministic, so on one machine a re-run gives ``None``."""
+    ta, tb = _trace(a), _trace(b)
+    for index, (x, y) in enumerate(zip(ta, tb, strict=False)):
+        if x != y:
+            return index
+    if len(ta) != len(tb):
+        return min(len(ta), len(tb))
+    same = (a.get("success"), a.get("steps")) == (b.get("success"), b.get("steps"))
+    return None if same else len(ta)

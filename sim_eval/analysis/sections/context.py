@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sim_eval.analysis.divergence import first_difference
 from sim_eval.analysis.paired import ExcessCliffs, excess_cliffs
 from sim_eval.analysis.runs import Group, baseline_of, build_groups, controls_of, load_runs
 from sim_eval.analysis.sections.fmt import rel
@@ -116,17 +117,14 @@ class ReportContext:
     def video_of(self, group: Group, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The record whose video shows ``record``'s episode, and how it relates to it: the record itself when it
         was recorded with a video (note ``""``), else a re-run of the same group and key from ``--videos`` with a
-        note saying whether the re-run repeated the recorded episode (steps, outcome and the lag MAE of every
-        inference equal) or not; ``(None, "")`` without either."""
+        note saying whether the re-run repeated the recorded episode (steps, outcome, and the MAEs and shadow
+        cosine of every inference equal: ``divergence.first_difference``) or not; ``(None, "")`` without either."""
         if record.get("video"):
             return record, ""
         rerun = self.reruns.get(group.label, {}).get(record["key"])
         if rerun is None:
             return None, ""
-        lags = [[i.get("lag_mae"), i.get("pixel_mae")] for i in (record.get("inferences") or [])]
-        rerun_lags = [[i.get("lag_mae"), i.get("pixel_mae")] for i in (rerun.get("inferences") or [])]
-        same = (rerun.get("success"), rerun.get("steps")) == (record.get("success"), record.get("steps"))
-        if same and lags == rerun_lags:
+        if first_difference(record, rerun) is None:
             return rerun, "re-run, identical"
         outcome = "success" if rerun.get("success") else "failure"
         return rerun, f"re-run, differs: {outcome} in {rerun.get('steps')} steps"
