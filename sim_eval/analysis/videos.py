@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim_eval.video import VIDEO_CRF
+
 LABEL_HEIGHT = 14
 
 
@@ -47,7 +49,9 @@ def side_by_side(top: Path, bottom: Path, out: Path, top_label: str, bottom_labe
     width = max(rows[0][0].shape[1], rows[1][0].shape[1])
     length = max(len(rows[0]), len(rows[1]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio.get_writer(out, fps=fps, codec="libx264", macro_block_size=2)
+    writer = imageio.get_writer(
+        out, fps=fps, codec="libx264", macro_block_size=2, quality=None, output_params=["-crf", str(VIDEO_CRF)]
+    )
     try:
         for i in range(length):
             a = _label(_fit(rows[0][min(i, len(rows[0]) - 1)], width), top_label)
