@@ -83,7 +83,7 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
                 *_divergence_cells(div, has_evidence(base, record)),
                 _video(ctx, ctx.baseline(group), base),
                 _video(ctx, group, record),
-                _side_by_side(ctx, group, base, record) if key in pairing.cliffs[: ctx.max_traces] else "–",
+                _side_by_side(ctx, group, base, record),
             ]
         )
     ctx.add(
@@ -135,7 +135,11 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
     elif not all(ctx.video_of(base_group, base_records[k])[0] for k in pairing.cliffs):
         # a cliff's baseline episode succeeded, and eval.video=failures keeps only failures
         ctx.add("For side-by-side videos of every cliff, run the `full` baseline with `eval.video=all`.", "")
-    shown = pairing.cliffs[: ctx.max_traces]
+    # the episodes with a video are plotted first, so a reader finds their traces beside the videos
+    filmed = [
+        k for k in pairing.cliffs if ctx.video_of(base_group, base_records[k])[0] or ctx.video_of(group, records[k])[0]
+    ]
+    shown = [*filmed, *(k for k in pairing.cliffs if k not in filmed)][: ctx.max_traces]
     for key in shown:
         path = ctx.plot_dir / f"trace_{slug(group.policy)}_{slug(group.name)}_{slug(key)}.png"
         title = f"{label} cliff {key}: {short(records[key].get('task_language'), 70)}"
