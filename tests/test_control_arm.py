@@ -364,3 +364,16 @@ def test_first_difference_and_compare_reruns(tmp_path):
     assert "3 common episodes: 1 repeat exactly, 2 differ" in out.stdout
     assert "outcome changed in 1: 1 succeed only in A, 0 only in B" in out.stdout
     assert f"{KEYS[2]}: from inference 3; steps 100 vs 280 OUTCOME" in out.stdout
+
+
+def test_filmed_cliffs_are_plotted_first(tmp_path):
+    base = [rec(k, "full", "S") for k in KEYS[:3]]
+    mode = [rec(k, "cache3", "F") for k in KEYS[:3]]
+    study = [write_run(tmp_path / "study" / "full", base), write_run(tmp_path / "study" / "cache3", mode)]
+    video = "videos/" + _mp4(tmp_path / "again" / "cache3" / "videos" / "m.mp4", 3, 90)
+    write_run(tmp_path / "again" / "cache3", [{**mode[2], "video": video}])
+    text = build_report(study, tmp_path / "out", video_paths=[tmp_path / "again"], max_traces=1).read_text()
+    cliffs = text.split("### `cache3`")[1]
+    assert f"**`{KEYS[2]}`**" in cliffs and f"**`{KEYS[0]}`**" not in cliffs
+    rows = [line for line in cliffs.splitlines() if line.startswith("| `libero_goal/0/")]
+    assert rows[0].startswith(f"| `{KEYS[2]}` |") and "(re-run, identical)" in rows[0]
