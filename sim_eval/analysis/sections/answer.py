@@ -19,9 +19,9 @@ def _points(delta: float) -> str:
 def _mode_sentence(ctx: ReportContext, group: Group) -> str:
     label = ctx.label[id(group)]
     pairing = ctx.pairings[id(group)]
-    on_pairs = pairing.mode_rate if pairing.mode_rate is not None else float("nan")
     text = (
-        f"`{label}` succeeds on {pct(on_pairs)} of {pairing.n_pairs} paired episodes ({_points(pairing.delta)} "
+        f"`{label}` succeeds on {pct(pairing.mode_rate)} of {pairing.n_pairs} paired episodes "
+        f"({_points(pairing.delta)} "
         f"against `{ctx.label[id(ctx.baseline(group))]}`): {len(pairing.cliffs)} cliff(s), "
         f"{len(pairing.rescues)} rescue(s)"
     )
@@ -113,11 +113,10 @@ def render(ctx: ReportContext) -> None:
     for group in modes:
         ctx.add(f"- {_mode_sentence(ctx, group)}")
     ctx.add("")
-    ladder = sorted((n, g) for g in modes if (kind_n := parse_mode(g.mode))[0] == "cache" for n in [kind_n[1]])
+    ladder = sorted((g for g in modes if parse_mode(g.mode)[0] == "cache"), key=lambda g: parse_mode(g.mode)[1])
     if len(ladder) >= 2:
-        base = ctx.baseline(ladder[0][1])
-        steps = [f"`{ctx.label[id(base)]}` {pct(ctx.headlines[id(base)]['success_rate'])}"]
-        steps += [f"`{ctx.label[id(g)]}` {pct(ctx.headlines[id(g)]['success_rate'])}" for _, g in ladder]
+        steps = [ctx.baseline(ladder[0]), *ladder]
+        steps = [f"`{ctx.label[id(g)]}` {pct(ctx.headlines[id(g)]['success_rate'])}" for g in steps]
         ctx.add(f"Success by reuse window: {' → '.join(steps)}.", "")
     where = _where(ctx, modes)
     if where:

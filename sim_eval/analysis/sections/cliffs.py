@@ -63,7 +63,13 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
     label = ctx.label[id(group)]
     rows = []
     divergences: dict[str, Divergence | None] = {}
-    for key in pairing.cliffs:
+    base_group = ctx.baseline(group)
+    # per cliff: the videos of the `full` and the mode episode (their own or a re-run's), looked up once
+    videos = {k: (ctx.video_of(base_group, base_records[k]), ctx.video_of(group, records[k])) for k in pairing.cliffs}
+    filmed = [k for k in pairing.cliffs if videos[k][0][0] or videos[k][1][0]]
+    # the episodes with a video come first in the table and the trace plots, so their rows sit beside the videos
+    order = [*filmed, *(k for k in pairing.cliffs if k not in filmed)]
+    for key in order:
         record, base = records[key], base_records[key]
         infs = record.get("inferences") or []
         kinds = [inference_kind(i) for i in infs]
@@ -81,9 +87,9 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
                 num(shadow["cos_min"], 3) if shadow else "–",
                 num(shadow["first_below"][0.5], 0) if shadow and shadow["first_below"][0.5] is not None else "–",
                 *_divergence_cells(div, has_evidence(base, record)),
-                _video(ctx, ctx.baseline(group), base),
-                _video(ctx, group, record),
-                _side_by_side(ctx, group, base, record),
+                _video(ctx, *videos[key][0]),
+                _video(ctx, *videos[key][1]),
+                _side_by_side(ctx, group, key, videos[key][0][0], videos[key][1][0]),
             ]
         )
     ctx.add(
@@ -111,8 +117,7 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
         f"video {label}",
         "side by side",
     ]
-    # episodes with a video first; past SHOWN_ROWS the rest fold away (a mode can have hundreds of cliffs)
-    rows.sort(key=lambda row: all(cell == "–" for cell in row[-3:]))
+    # past SHOWN_ROWS the rest fold away (a mode can have hundreds of cliffs)
     ctx.add(table(headers, rows[:SHOWN_ROWS]), "")
     if len(rows) > SHOWN_ROWS:
         ctx.add(
@@ -123,23 +128,16 @@ def _cliff_table(ctx: ReportContext, group: Group, pairing: Pairing, base_record
             "</details>",
             "",
         )
-    base_group = ctx.baseline(group)
-    if not any(
-        ctx.video_of(base_group, base_records[k])[0] or ctx.video_of(group, records[k])[0] for k in pairing.cliffs
-    ):
+    if not filmed:
         ctx.add(
             "No videos were recorded for these episodes (run with `eval.video=failures` or `all`, or re-run some "
             "with it and pass those runs to `--videos`).",
             "",
         )
-    elif not all(ctx.video_of(base_group, base_records[k])[0] for k in pairing.cliffs):
+    elif not all(videos[k][0][0] for k in pairing.cliffs):
         # a cliff's baseline episode succeeded, and eval.video=failures keeps only failures
         ctx.add("For side-by-side videos of every cliff, run the `full` baseline with `eval.video=all`.", "")
-    # the episodes with a video are plotted first, so a reader finds their traces beside the videos
-    filmed = [
-        k for k in pairing.cliffs if ctx.video_of(base_group, base_records[k])[0] or ctx.video_of(group, records[k])[0]
-    ]
-    shown = [*filmed, *(k for k in pairing.cliffs if k not in filmed)][: ctx.max_traces]
+    shown = order[: ctx.max_traces]
     for key in shown:
         path = ctx.plot_dir / f"trace_{slug(group.policy)}_{slug(group.name)}_{slug(key)}.png"
         title = f"{label} cliff {key}: {short(records[key].get('task_language'), 70)}"
@@ -188,19 +186,16 @@ def _divergence_summary(divergences: dict[str, Divergence | None]) -> str:
     )
 
 
-def _video(ctx: ReportContext, group: Group, record: dict) -> str:
-    """The episode's video, or a re-run's marked as such (``ReportContext.video_of``); ``–`` without one."""
-    shown, note = ctx.video_of(group, record)
+def _video(ctx: ReportContext, shown: dict | None, note: str) -> str:
+    """The cell for one episode's video (``ReportContext.video_of``: its own, or a re-run's marked as such)."""
     cell = video_cell(shown, ctx.out)
     return f"{cell} ({note})" if note and shown else cell
 
 
-def _side_by_side(ctx: ReportContext, group: Group, base: dict, record: dict) -> str:
+def _side_by_side(ctx: ReportContext, group: Group, key: str, base: dict | None, record: dict | None) -> str:
     """Link to a composed video (``full`` above, the mode below) when both episodes have one (their own or a
-    re-run's); ``–`` otherwise."""
-    key = record["key"]
-    shown = [ctx.video_of(ctx.baseline(group), base)[0], ctx.video_of(group, record)[0]]
-    paths = [Path(r["_run_dir"]) / r["video"] for r in shown if r is not None]
+    re-run's: the records holding them); ``–`` otherwise."""
+    paths = [Path(r["_run_dir"]) / r["video"] for r in (base, record) if r is not None]
     if len(paths) < 2 or not all(p.is_file() for p in paths):
         return "–"
     out = ctx.video_dir / f"{slug(group.policy)}_{slug(group.name)}_{slug(key)}.mp4"
