@@ -26,6 +26,7 @@ from sim_eval.devices import (
     visible_gpus,
 )
 from sim_eval.envs.libero_env import EnvPerTask
+from sim_eval.envs.simulator import warn_if_not_reference
 from sim_eval.manifest import check_resume, identity, matches, read_manifest, run_info, write_manifest
 from sim_eval.records import EPISODES_FILE, EpisodeLog, episode_key, read_records, utc_now, write_summary
 from sim_eval.rollout import run_episode
@@ -115,6 +116,7 @@ def env_kwargs(run: RunConfig) -> dict[str, Any]:
         "wait_action": list(protocol.wait_action),
         "render_size": protocol.render_size,
         "model_image_size": protocol.model_image_size,
+        "texture_colorspace": run.sim.texture_colorspace,
         # The policy schema says whether it needs simulator state (a property there, not a config key).
         "privileged": bool(getattr(run.policy, "privileged", False)),
     }
@@ -267,6 +269,7 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
+    warn_if_not_reference()
     ident = identity(run)
     check_resume(run_dir, ident, run.eval.force_resume)
     meta = run_meta(run, ident)

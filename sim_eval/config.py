@@ -295,12 +295,26 @@ class ScriptedPolicyConfig:
 
 
 @dataclass
+class SimConfig:
+    """The simulator's own settings (``sim_eval.envs.simulator``): how textures are sampled."""
+
+    texture_colorspace: str = "linear"  # linear = as stored, LIBERO's training data; srgb; auto = MuJoCo's choice
+
+    def __post_init__(self) -> None:
+        from sim_eval.envs.simulator import check_colorspace
+
+        problem = check_colorspace(self.texture_colorspace)
+        _require(problem is None, problem or "")
+
+
+@dataclass
 class RunConfig:
     suite: SuiteConfig = MISSING
     protocol: ProtocolConfig = MISSING
     policy: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = MISSING
+    sim: SimConfig = field(default_factory=SimConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.suite, SuiteConfig) and self.eval.tasks is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sim_eval.config import ConfigError, RunConfig
+from sim_eval.envs.simulator import simulator_identity
 
 MANIFEST_FILE = "manifest.json"
 # Keys a paired comparison is allowed to vary across the runs of one policy (the report pairs cache modes and
@@ -90,6 +91,8 @@ def identity(run: RunConfig) -> dict[str, Any]:
     ident["eval.seed"] = run.eval.seed
     if run.eval.server != "none":  # batched arithmetic (bf16 especially) is not batch 1's: other numbers
         ident["eval.server"] = run.eval.server
+    # The simulator makes the pixels and the contacts: another MuJoCo or texture colour space is another world.
+    ident.update(simulator_identity(run.sim.texture_colorspace))
     return ident
 
 

@@ -32,7 +32,7 @@ def assert_one_line(result, needle: str) -> str:
         # 6: type errors and unknown keys, each named with what is allowed; '+' cannot smuggle a typo in
         (["eval.tasks=abc"], "eval.tasks=abc: Invalid value assigned: str is not a ListConfig"),
         (["eval.episodes_per_task=1.5"], "eval.episodes_per_task=1.5: Value '1.5' of type 'float' could not be"),
-        (["foo=1"], "foo=1: unknown key 'foo' in the config; allowed are eval, logger, policy, protocol, suite"),
+        (["foo=1"], "foo=1: unknown key 'foo' in the config; allowed are eval, logger, policy, protocol, sim, suite"),
         (["eval.foo=1"], "eval.foo=1: unknown key 'foo' in eval; allowed are episodes_per_task"),
         (["+foo=1"], "+foo=1: '+' adds a key, and sim_eval reads no key 'foo'"),
         (["++eval.foo=1"], "'+' adds a key, and sim_eval reads no key 'eval.foo'"),

@@ -20,6 +20,7 @@ import numpy as np
 
 from policies.base import ACTION_DIM, STATE_DIM, VIEWS
 from sim_eval.envs.images import resize_with_pad
+from sim_eval.envs.simulator import colorspace_processor
 
 # LIBERO camera names behind our view names.
 CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
@@ -91,6 +92,7 @@ class LiberoEnv(gym.Env):
         cameras: bool = True,
         privileged: bool = False,
         render_mode: str | None = None,
+        texture_colorspace: str = "linear",
     ):
         os.environ.setdefault("MUJOCO_GL", "egl")
         from libero.libero.envs.env_wrapper import ControlEnv
@@ -112,6 +114,12 @@ class LiberoEnv(gym.Env):
             camera_heights=self.render_size,
             camera_widths=self.render_size,
         )
+        # Every reset is a hard reset (LIBERO's default) that reloads the model through this hook, so the textures of
+        # every episode are sampled in the chosen colour space (sim_eval.envs.simulator).
+        self.texture_colorspace = texture_colorspace
+        processor = colorspace_processor(texture_colorspace)
+        if processor is not None:
+            self._env.env.set_xml_processor(processor)
         spaces = {
             # Positions in metres, rotation vector within pi, finger joints in centimetres: 10 bounds them all.
             "state": gym.spaces.Box(-10.0, 10.0, (STATE_DIM,), np.float32),
