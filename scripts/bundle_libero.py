@@ -13,8 +13,8 @@ MuJoCo's cp312 wheel; a compiled package that is neither is an error, named.
 Usage (from the repo root, in the environment that runs sim_eval):
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 -d /tmp/wheels mujoco==3.17.0
-    python scripts/bundle_libero.py --suite libero_object --wheel /tmp/wheels/mujoco-3.17.0-*.whl --out .bundle
+        --platform manylinux_2_28_x86_64 -d /tmp/wheels mujoco==3.2.3
+    python scripts/bundle_libero.py --suite libero_object --wheel /tmp/wheels/mujoco-3.2.3-*.whl --out .bundle
 
 It writes ``OUT/site.tar.xz`` (unpack it anywhere and put that folder on PYTHONPATH) and ``OUT/manifest.json`` (what
 is inside, sizes, source versions, the traced command). ``--egl-debs`` also downloads Debian's GL/EGL loader packages
@@ -190,11 +190,33 @@ def pixel_digest(img) -> str:
     return hashlib.sha256(repr((img.mode, arr.shape)).encode() + arr.tobytes()).hexdigest()
 
 
-def png_as_webp(data: bytes) -> tuple[bytes, list[str]] | None:
-    """Lossless WebP of a PNG with the PNG's mode and pixel digest; None when it would not decode to the same pixels.
+def png_chunks(data: bytes) -> list[list[str]]:
+    """The ancillary chunks of a PNG before its image data, as [type, base64 data]: ``sRGB``, ``gAMA``, ``iCCP``...
+    MuJoCo >= 3.3.3 reads the sRGB chunk to decide a texture's colour space, so a bundle that dropped it would
+    render another world (the WebP round trip keeps pixels only)."""
+    import base64
+    import struct
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            break
+        if kind[:1].islower():  # ancillary (lower-case first letter); critical ones are rebuilt from the pixels
+            chunks.append([kind.decode("ascii"), base64.b64encode(data[pos + 8 : pos + 8 + length]).decode()])
+        pos += 12 + length
+    return chunks
+
+
+def png_as_webp(data: bytes) -> tuple[bytes, list] | None:
+    """Lossless WebP of a PNG with the PNG's mode, pixel digest and ancillary chunks; None when it would not decode
+    to the same pixels.
 
     LIBERO's textures are loosely compressed PNGs (38 MiB for libero_object, which xz hardly shrinks); lossless WebP
-    halves them, and that is what makes the bundle fit one 64 MiB transfer. The target re-encodes them as PNG."""
+    halves them, and that is what makes the bundle fit one 64 MiB transfer. The target re-encodes them as PNG with
+    the same ancillary chunks (colour space included)."""
     import io
 
     import numpy as np
@@ -210,7 +232,32 @@ def png_as_webp(data: bytes) -> tuple[bytes, list[str]] | None:
         back = back.convert(img.mode)  # an opaque RGBA comes back as RGB; converting restores alpha 255
     if back.mode != img.mode or not np.array_equal(np.asarray(img), np.asarray(back)):
         return None
-    return buf.getvalue(), [img.mode, pixel_digest(img)]
+    return buf.getvalue(), [img.mode, pixel_digest(img), png_chunks(data)]
+
+
+def webp_to_png(webp_path: Path, png_path: Path, mode: str, chunks: list[list[str]]) -> None:
+    """Write the PNG back: the WebP's pixels in ``mode``, then the original's ancillary chunks spliced in right after
+    the header (PIL writes none of sRGB, gAMA, pHYs... from a PngInfo)."""
+    import base64
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    img = Image.open(webp_path)
+    img.load()
+    if img.mode != mode:
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)
+    data = buf.getvalue()
+    header_end = 8 + 12 + struct.unpack(">I", data[8:12])[0]  # signature, then IHDR (length, type, data, crc)
+    extra = b""
+    for kind, payload in chunks:
+        body = kind.encode("ascii") + base64.b64decode(payload)
+        extra += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    png_path.write_bytes(data[:header_end] + extra + data[header_end:])
 
 
 def write_archive(files: dict[str, object], out: Path) -> tuple[int, int]:
@@ -249,24 +296,25 @@ def write_archive(files: dict[str, object], out: Path) -> tuple[int, int]:
 
 def unpack(bundle: Path, dest: Path) -> None:
     """Unpack ``bundle/site.tar.xz`` into ``dest`` and turn the WebP-stored textures back into PNGs, checking that
-    each decodes to the pixels it was made from (the manifest's sha256 of the decoded pixels)."""
+    each decodes to the pixels it was made from (the manifest's sha256 of the decoded pixels) and carries the
+    original's ancillary chunks, the sRGB chunk MuJoCo derives a texture's colour space from among them."""
     from PIL import Image
 
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(bundle / "site.tar.xz") as tar:
         tar.extractall(dest, filter="data")
     index = json.loads((dest / WEBP_INDEX).read_text())
-    for name, (mode, digest) in index.items():
+    srgb = 0
+    for name, (mode, digest, chunks) in index.items():
         src = dest / (name + ".webp")
-        img = Image.open(src)
-        img.load()
-        if img.mode != mode:
-            img = img.convert(mode)
-        img.save(dest / name, "PNG", compress_level=1)
+        webp_to_png(src, dest / name, mode, chunks)
         src.unlink()
         if pixel_digest(Image.open(dest / name)) != digest:
             sys.exit(f"bundle_libero: {name}: the re-encoded PNG does not decode to the original pixels")
-    print(f"unpacked {bundle / 'site.tar.xz'} into {dest} ({len(index)} textures back to PNG)")
+        if png_chunks((dest / name).read_bytes()) != chunks:
+            sys.exit(f"bundle_libero: {name}: the re-encoded PNG lacks the original's chunks (colour space)")
+        srgb += any(kind == "sRGB" for kind, _ in chunks)
+    print(f"unpacked {bundle / 'site.tar.xz'} into {dest} ({len(index)} textures back to PNG, {srgb} tagged sRGB)")
 
 
 def download_egl_debs(out: Path) -> list[str]:
