@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, required=True, help="the training set directory to write")
     ap.add_argument("--crf", type=int, default=20, help="H.264 constant rate factor (0-51, lower = larger, better)")
     ap.add_argument("--per-task", type=int, default=None, help="take only the first N demos of each task")
+    ap.add_argument(
+        "--codec", default="h264", choices=("h264", "raw"),
+        help="h264: small, to carry; raw: uncompressed .npy frames, to train where it was recorded (no encoder)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     for demos in args.demos:
         if not (demos / "manifest.json").is_file():
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.per_task is not None and args.per_task < 1:
         ap.error(f"--per-task {args.per_task}: must be >= 1")
-    meta = export_dataset(args.demos, args.out, crf=args.crf, per_task=args.per_task)
+    meta = export_dataset(args.demos, args.out, crf=args.crf, per_task=args.per_task, codec=args.codec)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
     print(f"exported {meta['episodes']} demos, {meta['steps']} steps, {meta['frames']} frames per view "
           f"to {args.out} ({size / 2**20:.1f} MiB)")  # fmt: skip

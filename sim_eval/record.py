@@ -237,6 +237,7 @@ def write_manifest(job: EpisodeJob, episodes: list[tuple[int, int]]) -> dict[str
     import json
     import os
 
+    from sim_eval.envs.simulator import simulator_identity
     from sim_eval.records import read_records
 
     out = Path(job.out)
@@ -269,6 +270,8 @@ def write_manifest(job: EpisodeJob, episodes: list[tuple[int, int]]) -> dict[str
         "jpeg_quality": job.jpeg_quality,
         "views": ["agentview", "wrist"],
         "env": job.env_kwargs,
+        # the world the frames and contacts come from: a model trained on them is a model of this simulator
+        "simulator": simulator_identity(job.env_kwargs.get("texture_colorspace", "linear")),
         "replan_steps": job.replan_steps,
         "held_out_tolerance_m": job.held_out_tolerance,
         "dart": {

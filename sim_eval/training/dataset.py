@@ -2,7 +2,8 @@
 
 ``export_dataset(demo_dirs, out)`` writes a directory of three kinds of file:
     ``<view>.mp4``   every kept frame of every demo of camera ``view``, in manifest order, H.264 (yuv444p: no chroma
-                     subsampling at 128 px), one video per view
+                     subsampling at 128 px), one video per view; or, with ``codec="raw"``, ``<view>.npy``: the same
+                     frames uncompressed, for a set trained on the machine that recorded it (no encoder needed there)
     ``arrays.npz``   per step: ``state`` (N, 8), ``labels`` (N, 7) (the expert's actions, the training target),
                      ``actions`` (N, 7) (executed), ``perturbed`` (N,), ``episode`` (N,); per frame: ``frame_step``
                      (F,) (index into the step arrays); per episode: ``task_id``, ``placement_seed``, ``step_start``,
@@ -80,11 +81,20 @@ def decode_video(path: Path) -> np.ndarray:
         reader.close()
 
 
+CODECS = ("h264", "raw")
+
+
+def frames_file(view: str, codec: str) -> str:
+    return f"{view}.npy" if codec == "raw" else f"{view}.mp4"
+
+
 def export_dataset(
-    demo_dirs: str | Path | list, out: str | Path, crf: int = 20, per_task: int | None = None
+    demo_dirs: str | Path | list, out: str | Path, crf: int = 20, per_task: int | None = None, codec: str = "h264"
 ) -> dict[str, Any]:
     """Pack the demos of ``demo_dirs`` (each directory's manifest, in order; with ``per_task``, the first that many
     of each task) into ``out``; returns the meta dict. The directories must share suite, image size and stride."""
+    if codec not in CODECS:
+        raise ValueError(f"codec {codec!r}: allowed are {', '.join(CODECS)}")
     dirs = [Path(d) for d in (demo_dirs if isinstance(demo_dirs, list | tuple) else [demo_dirs])]
     out = Path(out)
     manifests = [load_manifest(d) for d in dirs]
@@ -129,8 +139,11 @@ def export_dataset(
     arrays.update({k: np.asarray(v, dtype=np.int64) for k, v in episodes.items()})
     np.savez_compressed(out / ARRAYS, **arrays)
     for view in VIEWS:
-        encode_video(frames[view], out / f"{view}.mp4", crf)
-    files = [ARRAYS] + [f"{view}.mp4" for view in VIEWS]
+        if codec == "raw":
+            np.save(out / frames_file(view, codec), np.stack(frames[view]).astype(np.uint8))
+        else:
+            encode_video(frames[view], out / frames_file(view, codec), crf)
+    files = [ARRAYS] + [frames_file(view, codec) for view in VIEWS]
     meta = {
         "format": FORMAT,
         "suite": manifest["suite"],
@@ -138,6 +151,7 @@ def export_dataset(
         "views": list(VIEWS),
         "image_size": manifest["image_size"],
         "frame_stride": manifest.get("frame_stride", 1),
+        "simulator": manifest.get("simulator"),
         "dart": {
             "prob": manifest["dart"]["prob"],
             "sigma": manifest["dart"]["sigma"],
@@ -158,7 +172,7 @@ def export_dataset(
         "episodes": len(held_out),
         "steps": int(len(arrays["labels"])),
         "frames": int(len(arrays["frame_step"])),
-        "video": {"codec": "libx264", "pixel_format": "yuv444p", "crf": int(crf)},
+        "video": {"codec": "raw"} if codec == "raw" else {"codec": "libx264", "pixel_format": "yuv444p", "crf": crf},
         "sha256": {name: _sha256(out / name) for name in files},
     }
     (out / META).write_text(json.dumps(meta, indent=1))
@@ -188,10 +202,14 @@ class TrainingSet:
                     raise ValueError(f"{path / name}: sha256 differs from {META} (a partial or changed copy)")
         with np.load(path / ARRAYS) as data:
             arrays = {k: data[k] for k in data.files}
-        images = {view: decode_video(path / f"{view}.mp4") for view in meta["views"]}
+        raw = meta.get("video", {}).get("codec") == "raw"
+        images = {
+            view: np.load(path / frames_file(view, "raw")) if raw else decode_video(path / frames_file(view, "h264"))
+            for view in meta["views"]
+        }
         for view, frames in images.items():
             if len(frames) != meta["frames"]:
-                raise ValueError(f"{path / (view + '.mp4')}: {len(frames)} frames decoded, {meta['frames']} expected")
+                raise ValueError(f"{path}: {len(frames)} frames of {view} decoded, {meta['frames']} expected")
         return cls(meta, images, arrays)
 
     def action_chunks(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,8 @@ from sim_eval.training.export_checkpoint import feature_stats, write_checkpoint
 from sim_eval.training.flow import EMA, flow_matching_loss, init_weights, lr_at, sample_time
 from sim_eval.training.tokenizer import train_tokenizer
 
+DATA_KEYS = ("suite", "episodes", "steps", "frames", "frame_stride", "dart", "held_out", "simulator")
+
 
 def model_sizes(cfg: ModelConfig, vocab_size: int) -> ModelSizes:
     return ModelSizes(
@@ -246,7 +248,7 @@ def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data,
         "step": step,
         "schedule_steps": schedule_steps,
         "seed": cfg.seed,
-        "data": {k: data.meta[k] for k in ("suite", "episodes", "steps", "frames", "frame_stride", "dart", "held_out")},
+        "data": {k: data.meta.get(k) for k in DATA_KEYS},
         "data_sha256": data.meta["sha256"],
         "config": _plain(cfg),
         "torch": torch.__version__,
