@@ -13,8 +13,8 @@ MuJoCo's cp312 wheel; a compiled package that is neither is an error, named.
 Usage (from the repo root, in the environment that runs sim_eval):
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 -d /tmp/wheels mujoco==3.2.3
-    python scripts/bundle_libero.py --suite libero_object --wheel /tmp/wheels/mujoco-3.2.3-*.whl --out .bundle
+        --platform manylinux_2_28_x86_64 -d /tmp/wheels mujoco==<the version pyproject.toml pins>
+    python scripts/bundle_libero.py --suite libero_object --wheel /tmp/wheels/mujoco-*.whl --out .bundle
 
 It writes ``OUT/site.tar.xz`` (unpack it anywhere and put that folder on PYTHONPATH) and ``OUT/manifest.json`` (what
 is inside, sizes, source versions, the traced command). ``--egl-debs`` also downloads Debian's GL/EGL loader packages

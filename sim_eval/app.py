@@ -269,7 +269,7 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    warn_if_not_reference()
+    warn_if_not_reference(log)
     ident = identity(run)
     check_resume(run_dir, ident, run.eval.force_resume)
     meta = run_meta(run, ident)

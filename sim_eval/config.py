@@ -298,13 +298,16 @@ class ScriptedPolicyConfig:
 class SimConfig:
     """The simulator's own settings (``sim_eval.envs.simulator``): how textures are sampled."""
 
-    texture_colorspace: str = "linear"  # linear = as stored, LIBERO's training data; srgb; auto = MuJoCo's choice
+    # linear = as stored (LIBERO's training data); srgb; auto = MuJoCo's choice; null = the world the model was
+    # trained in (its checkpoint's training.json), else linear; resolved by RunConfig
+    texture_colorspace: str | None = None
 
     def __post_init__(self) -> None:
-        from sim_eval.envs.simulator import check_colorspace
+        if self.texture_colorspace is not None:
+            from sim_eval.envs.simulator import check_colorspace
 
-        problem = check_colorspace(self.texture_colorspace)
-        _require(problem is None, problem or "")
+            problem = check_colorspace(self.texture_colorspace)
+            _require(problem is None, problem or "")
 
 
 @dataclass
@@ -317,6 +320,10 @@ class RunConfig:
     sim: SimConfig = field(default_factory=SimConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sim, SimConfig) and self.sim.texture_colorspace is None:
+            from sim_eval.envs.simulator import trained_colorspace
+
+            self.sim = SimConfig(trained_colorspace(getattr(self.policy, "checkpoint", None)) or "linear")
         if isinstance(self.suite, SuiteConfig) and self.eval.tasks is not None:
             allowed = f"allowed are 0..{self.suite.n_tasks - 1} for {self.suite.name}"
             _require(len(self.eval.tasks) > 0, f"eval.tasks is empty: {allowed}")

@@ -27,11 +27,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 Item = tuple[int, int]  # (task_id, episode_index)
 PARENT_POLL_S = 0.5
+# Each worker is one simulator stepping small arrays: thread pools in it only fight the other workers for the cores.
+# Measured on a 16-core GPU node: 16 recorder workers left at the libraries' default (a thread per core each) ran the
+# load to 180 and took 8 s per episode; with one thread each, 300 episodes took 2 min 4 s (docs/benchmarks.md).
+WORKER_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class WorkerStartError(RuntimeError):
@@ -54,6 +59,23 @@ def follow_parent(parent_pid: int) -> None:
     and exit at once when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+@contextmanager
+def one_thread_per_child():
+    """Children spawned inside start with one OpenMP / BLAS thread (spawned children read the environment when they
+    load those libraries); a value the user set is kept. The parent's own environment is restored afterwards."""
+    saved = {name: os.environ.get(name) for name in WORKER_THREAD_ENV}
+    for name in WORKER_THREAD_ENV:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def error_line(err: BaseException) -> str:
@@ -129,7 +151,8 @@ class _Pool:
         extra = self.slot_args(slot) if self.slot_args is not None else ()
         target_args = (self.factory, (*self.args, *extra), self.work, writer, os.getpid())
         proc = self.ctx.Process(target=_worker_main, args=target_args, daemon=True)
-        proc.start()
+        with one_thread_per_child():
+            proc.start()
         writer.close()  # the worker holds the only writer now: end of file on the reader once it is gone
         self.procs[reader], self.in_flight[reader], self.slots[reader] = proc, None, slot
 

@@ -51,3 +51,14 @@ class SleepingRunner:
 
     def close(self) -> None:
         pass
+
+
+class ThreadEnvRunner:
+    """An episode runner that answers with the thread settings its process started with."""
+
+    def __call__(self, task_id: int, episode_index: int) -> dict:
+        names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        return {"task_id": task_id, "episode_index": episode_index, "env": {n: os.environ.get(n) for n in names}}
+
+    def close(self) -> None:
+        pass

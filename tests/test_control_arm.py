@@ -281,16 +281,17 @@ def test_answer_opens_the_report_with_the_verdict_and_numbers(tmp_path):
 def test_runs_section_names_commit_overrides_and_machine(tmp_path):
     info = {"code_commit": "0123abc"}
     device = {"renderer": "Mesa / llvmpipe", "cpu": {"model": "AMD EPYC", "torch_capability": "AVX512"}}
-    full = [rec(k, "full", "S", info=info, device=device) for k in KEYS[:3]]
+    sim = {"sim.mujoco": "3.2.3", "sim.texture_colorspace": "linear"}
+    full = [rec(k, "full", "S", info=info, device=device, identity=sim | {"policy.cache": "full"}) for k in KEYS[:3]]
     mode = [rec(k, "cache3", "F", info=info if i else {}, device=device) for i, k in enumerate(KEYS[:3])]
     paths = [write_run(tmp_path / "full", full), write_run(tmp_path / "cache3", mode)]
     (paths[1] / ".hydra").mkdir()
     (paths[1] / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["arm=cache3", "policy.shadow=true"]))
     text = build_report(paths, tmp_path / "out").read_text()
     runs = text.split("## Runs")[1].split("\n## ")[0]
-    assert "| `../cache3` | `cache3` | 3 | `0123abc`; 1 record(s): not recorded | `arm=cache3` " \
-           "`policy.shadow=true` | `Mesa / llvmpipe` | `AMD EPYC (AVX512)` |" in runs  # fmt: skip
-    assert "| `../full` | `full` | 3 | `0123abc` | – |" in runs
+    assert "| `../cache3` | `cache3` | 3 | `0123abc`; 1 record(s): not recorded | 3 record(s): not recorded | " \
+           "`arm=cache3` `policy.shadow=true` | `Mesa / llvmpipe` | `AMD EPYC (AVX512)` |" in runs  # fmt: skip
+    assert "| `../full` | `full` | 3 | `0123abc` | `MuJoCo 3.2.3, textures linear` | – |" in runs
 
 
 def _mp4(path: Path, frames: int, level: int) -> str:

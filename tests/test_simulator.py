@@ -67,12 +67,13 @@ def test_reference_range_warning(version, warned):
         assert "\n" not in message and "mujoco==3.2.3" in message
 
 
-def test_installed_mujoco_is_the_reference_pin():
-    """The package pins the reference simulator: `pip install` gives it, and nothing warns."""
+def test_installed_mujoco_is_the_pinned_one():
+    """`pip install` gives the MuJoCo the package pins; outside the reference range a run says so."""
     pins = [d for d in _project_dependencies() if d.startswith("mujoco")]
-    assert pins == [f"mujoco=={simulator.REFERENCE_MUJOCO}"]
-    assert simulator.mujoco_version() == simulator.REFERENCE_MUJOCO
-    assert simulator.reference_warning() is None
+    assert pins == [f"mujoco=={simulator.mujoco_version()}"]
+    low, high = simulator.REFERENCE_RANGE
+    inside = low <= simulator.version_tuple(simulator.mujoco_version()) < high
+    assert (simulator.reference_warning() is None) == inside
 
 
 def _project_dependencies() -> list[str]:
@@ -88,7 +89,17 @@ def test_identity_names_the_simulator():
     assert ident["sim.texture_colorspace"] == "linear"
 
 
-def test_srgb_on_the_pinned_mujoco_is_refused_at_config_time():
+def test_a_model_runs_in_the_world_it_was_trained_in_unless_told():
+    """Unset, the colour space is the checkpoint's training one (the embedded model: MuJoCo 3.17's PNG-metadata
+    sRGB); a checkpoint that does not say (real Pi0.5, the tiny fixture) gets LIBERO's training-data look."""
+    assert validate(compose(["policy=pi05"])).sim.texture_colorspace == "auto"
+    assert validate(compose(B)).sim.texture_colorspace == "linear"
+    assert validate(compose(["policy=scripted"])).sim.texture_colorspace == "linear"
+    assert validate(compose(["policy=pi05", "sim.texture_colorspace=linear"])).sim.texture_colorspace == "linear"
+
+
+def test_srgb_where_mujoco_cannot_is_refused_at_config_time(monkeypatch):
+    monkeypatch.setattr(simulator, "mujoco_version", lambda: "3.2.3")
     with pytest.raises(ConfigError, match="sim.texture_colorspace=srgb: MuJoCo 3.2.3"):
         validate(compose([*B, "sim.texture_colorspace=srgb"]))
 
@@ -97,18 +108,15 @@ def test_resume_into_a_run_made_under_another_simulator_is_one_line(tmp_path):
     run = validate(compose(B))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    old = identity(run) | {"sim.mujoco": "3.17.0", "sim.texture_colorspace": "auto (PNG metadata)"}
-    write_manifest(run_dir, old, {})
-    with pytest.raises(ConfigError, match=r"sim.mujoco: 3.17.0 -> 3.2.3"):
+    write_manifest(run_dir, identity(run) | {"sim.mujoco": "3.1.0", "sim.texture_colorspace": "srgb"}, {})
+    now = simulator.mujoco_version()
+    with pytest.raises(ConfigError, match=rf"sim.mujoco: 3.1.0 -> {now}"):
         check_resume(run_dir, identity(run), force=False)
     before = sorted(p.name for p in run_dir.iterdir())
     result = run_cli([*B, f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert (
-        "sim.mujoco: 3.17.0 -> 3.2.3" in lines[0]
-        and "sim.texture_colorspace: auto (PNG metadata) -> linear" in lines[0]
-    )
+    assert f"sim.mujoco: 3.1.0 -> {now}" in lines[0] and "sim.texture_colorspace: srgb -> linear" in lines[0]
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
@@ -151,3 +159,28 @@ def test_bundle_round_trip_keeps_the_srgb_chunk_mujoco_reads(tmp_path):
     assert bundle.pixel_digest(Image.open(tmp_path / "back.png")) == digest
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(back))), np.asarray(Image.open(io.BytesIO(plain))))
     json.dumps(chunks)  # the index stores them as JSON
+
+
+def test_merge_and_report_refuse_records_from_two_simulators(tmp_path, capsys):
+    """A cache mode run under another MuJoCo is not paired with full, and two shards are not merged."""
+    from sim_eval.analysis.runs import build_groups, load_runs
+    from sim_eval.app import run_meta
+    from sim_eval.merge import main as merge_main
+
+    dirs = []
+    for name, cache, mujoco in (("full", "full", None), ("cached", "cache3", "3.1.0")):
+        run = validate(compose([*B, f"policy.cache={cache}"]))
+        meta = run_meta(run, identity(run))
+        if mujoco:
+            meta["identity"] = meta["identity"] | {"sim.mujoco": mujoco}
+        inference = {"step": 0, "infer_ms": 40.0, "used_full": True, "forced_refresh": False}
+        record = {"key": "libero_object/0/0", "suite": "libero_object", "task_id": 0, "episode_index": 0, **meta,
+                  "success": True, "steps": 10, "error": None, "inferences": [inference]}  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "episodes.jsonl").write_text(json.dumps(record) + "\n")
+        dirs.append(tmp_path / name)
+    with pytest.raises(ValueError, match=r"sim.mujoco: .* -> 3.1.0|sim.mujoco: 3.1.0 -> "):
+        build_groups(load_runs(dirs))
+    assert merge_main([*map(str, dirs), "--out", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sim.mujoco" in err[0] and not (tmp_path / "merged").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli, sigint_default
-from exiting_policy import RunnerDyingOnClose, RunnerFailingToStart
+from exiting_policy import RunnerDyingOnClose, RunnerFailingToStart, ThreadEnvRunner
 
 from sim_eval.workers import WorkerStartError, run_in_workers
 
@@ -37,6 +37,19 @@ def test_a_worker_dying_after_its_last_episode_ends_the_run(monkeypatch):
     assert not runner.is_alive(), "run_in_workers hung after its worker died while closing"
     assert sorted((r["task_id"], r["episode_index"]) for r in results) == [(0, 0), (0, 1), (1, 0)]
     assert lost == []
+
+
+def test_workers_start_with_one_thread_each_unless_the_user_chose(monkeypatch):
+    """N simulators on N cores: a thread pool per worker only oversubscribes them (load 180 on a 16-core node)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    results = list(run_in_workers(ThreadEnvRunner, (), [(0, 0), (0, 1)], 2, lambda item, message: {}))
+    assert [r["env"] for r in results] == [
+        {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}
+    ] * 2
+    assert "OMP_NUM_THREADS" not in os.environ  # the parent's environment is as it was
 
 
 def test_a_worker_that_cannot_build_its_runner_is_one_line(monkeypatch):

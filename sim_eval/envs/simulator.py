@@ -9,15 +9,16 @@ openpi's LIBERO example pins ``mujoco==3.2.3``. Two later MuJoCo changes move th
 - MuJoCo >= 3.4.0 changed contact handling: some objects settle differently at reset (libero_spatial task 5's bowl).
 
 ``sim.texture_colorspace`` makes the first explicit, independent of the MuJoCo version and of PNG metadata:
-``linear`` (default) samples every texture as stored, as the reference does; ``srgb`` decodes every file texture
-as sRGB (the darker look; needs MuJoCo >= 3.3.3); ``auto`` leaves it to MuJoCo (PNG metadata on >= 3.3.3, as stored
-before). The env applies it through robosuite's XML processor hook, i.e. at every model load.
+``linear`` samples every texture as stored, as the reference does; ``srgb`` decodes every file texture as sRGB (the
+darker look; needs MuJoCo >= 3.3.3); ``auto`` leaves it to MuJoCo (PNG metadata on >= 3.3.3, as stored before).
+Unset (the default), a model is evaluated in the world it was trained in: the colour space its checkpoint's
+``training.json`` names (sim_eval's own checkpoints record it), else ``linear`` (LIBERO's training data, which real
+Pi0.5 checkpoints come from). The env applies it through robosuite's XML processor hook, i.e. at every model load.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from importlib import metadata
 
 REFERENCE_MUJOCO = "3.2.3"
@@ -94,6 +95,26 @@ def colorspace_processor(mode: str, version: str | None = None):
     return processor
 
 
+def trained_colorspace(checkpoint: str | None) -> str | None:
+    """The colour-space setting a checkpoint was trained under, from the ``data.simulator`` of its
+    ``training.json`` (written by ``python -m sim_eval.train``); None when the checkpoint does not say."""
+    import json
+    import os
+
+    if checkpoint is None:
+        return None
+    path = os.path.join(os.path.expanduser(str(checkpoint)), "training.json")
+    try:
+        with open(path) as handle:
+            recorded = ((json.load(handle).get("data") or {}).get("simulator") or {}).get("sim.texture_colorspace")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str):
+        return None
+    mode = recorded.split()[0]  # "auto (PNG metadata)" -> auto
+    return mode if mode in COLORSPACES else None
+
+
 def simulator_identity(mode: str) -> dict[str, str | None]:
     """The simulator part of a run's identity: package versions and the colour space textures are sampled in."""
     ident: dict[str, str | None] = {f"sim.{name}": package_version(dist) for name, dist in PACKAGES}
@@ -113,8 +134,9 @@ def reference_warning(version: str | None = None) -> str | None:
     )
 
 
-def warn_if_not_reference() -> None:
-    """The reference warning on stderr, one line (a run outside the range still runs: it is a user's choice)."""
+def warn_if_not_reference(log) -> None:
+    """The reference warning through ``log`` (console and the run's log file), one line; a run outside the range
+    still runs: its records name the simulator."""
     message = reference_warning()
     if message:
-        print(f"sim_eval: warning: {message}", file=sys.stderr)
+        log.warning(message)

@@ -1,6 +1,6 @@
 """``## Runs``: what made these numbers, per run directory -- its groups, record count, the code commit(s) its records
-name, the command-line overrides it ran under, and the renderer and CPU its episodes ran on (the pixels, and so the
-episodes, depend on both: docs/benchmarks.md)."""
+name, the simulator (MuJoCo version, texture colour space) they ran in, the command-line overrides it ran under, and
+the renderer and CPU its episodes ran on (the pixels, and so the episodes, depend on all three: docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def _cpu(device: dict[str, Any]) -> str | None:
     return f"{cpu['model']} ({cpu.get('torch_capability') or '?'})"
 
 
+def _simulator(record: dict[str, Any]) -> str | None:
+    """MuJoCo version and texture colour space a record's identity names (older records name neither)."""
+    ident = record.get("identity") or {}
+    if not ident.get("sim.mujoco"):
+        return None
+    return f"MuJoCo {ident['sim.mujoco']}, textures {ident.get('sim.texture_colorspace', '?')}"
+
+
 def render(ctx: ReportContext) -> None:
     ctx.add("## Runs", "")
     labels = {}
@@ -41,12 +49,13 @@ def render(ctx: ReportContext) -> None:
                 ", ".join(f"`{x}`" for x in sorted(labels.get(str(run.path), ()))),
                 len(run.records),
                 _distinct([(r.get("info") or {}).get("code_commit") for r in run.records], "not recorded"),
+                _distinct([_simulator(r) for r in run.records], "not recorded"),
                 " ".join(f"`{o}`" for o in run.overrides) or "–",
                 _distinct([short(d.get("renderer"), 60) if d.get("renderer") else None for d in devices], "–"),
                 _distinct([_cpu(d) for d in devices], "not recorded"),
             ]
         )
-    ctx.add(table(["run", "groups", "records", "code commit", "overrides", "renderer", "CPU"], rows), "")
+    ctx.add(table(["run", "groups", "records", "code commit", "simulator", "overrides", "renderer", "CPU"], rows), "")
     ctx.add(
         f"Model: {ctx.model_label()}. Each run was started as `python -m sim_eval` with the overrides shown "
         "(its resolved config is in the run's `.hydra/`); records name the commit of the code that ran them, "
