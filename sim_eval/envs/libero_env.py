@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies.base import ACTION_DIM, STATE_DIM, VIEWS
+from sim_eval.devices import unpinned_egl_default
 from sim_eval.envs.images import resize_with_pad
 
 # LIBERO camera names behind our view names.
@@ -93,6 +94,7 @@ class LiberoEnv(gym.Env):
         render_mode: str | None = None,
     ):
         os.environ.setdefault("MUJOCO_GL", "egl")
+        unpinned_egl_default()  # a launcher's CUDA_VISIBLE_DEVICES="" would otherwise break robosuite's EGL set-up
         from libero.libero.envs.env_wrapper import ControlEnv
 
         self.suite, self.task_id = suite, int(task_id)
