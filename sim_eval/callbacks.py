@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.records import SUMMARY_FILE
 
@@ -74,3 +74,8 @@ class MultirunSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         FAILED_JOBS.clear()
         print(multirun_summary(config.hydra.sweep.dir, FAILED_JOBS), flush=True)
+        logger_cfg = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else {}
+        if logger_cfg.get("mode", "disabled") != "disabled":  # every job has ended: the complete paired numbers
+            from sim_eval.loggers import log_sweep
+
+            log_sweep(logger_cfg, config.hydra.sweep.dir)
