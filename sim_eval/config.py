@@ -45,6 +45,7 @@ _PLAIN = (
     (re.compile(r"Cannot convert '(list|dict)' to string"), "expected one text value, got a {0}"),
     (re.compile(r"Non optional field cannot be assigned None|is not Optional"), "cannot be null: give a value"),
     (re.compile(r"Missing mandatory value"), "has no value: give one"),
+    (re.compile(r"does not support deletion"), "is a setting sim_eval needs: give it a value instead of deleting it"),
 )  # fmt: skip
 
 
@@ -233,7 +234,7 @@ class Pi05PolicyConfig:
         _require(self.engine in ("native", "flashrt"), f"policy.engine={self.engine!r}: allowed are native, flashrt")
         _require(self.dtype in ("float32", "bfloat16"), f"policy.dtype={self.dtype!r}: allowed are float32, bfloat16")
         _require(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"policy.device={self.device!r}: allowed are auto, cpu, cuda, cuda:N",
         )
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")

@@ -9,6 +9,7 @@ and nothing here imports torch or LIBERO.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -61,6 +62,11 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for arg in overrides:
+        if arg.startswith("~") and not arg.startswith("~hydra"):  # a deleted setting reaches no schema default
+            raise ConfigError(f"{arg}: sim_eval's settings cannot be deleted; give KEY=VALUE instead")
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"{arg}: expected KEY=VALUE (python -m sim_eval --help lists the settings)")
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
@@ -209,19 +215,37 @@ def check_gpus(gpus: list[int] | None) -> None:
         )
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, what: str = "run dir") -> None:
     """Raise ``ConfigError`` unless ``path`` is, or can be made, a writable directory; leaves nothing behind."""
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"run dir {path}: exists and is not a directory")
+        raise ConfigError(f"{what} {path}: exists and is not a directory")
     ancestor = path
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"run dir {path}: {ancestor} is a file, not a directory")
+        raise ConfigError(f"{what} {path}: {ancestor} is a file, not a directory")
     try:
         os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".sim_eval-write-check-"))
     except OSError as err:
-        raise ConfigError(f"run dir {path}: cannot create directories in {ancestor} ({err.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot create directories in {ancestor} ({err.strerror})") from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Raise ``ConfigError`` unless the file ``path`` can be written (its dir exists or can be made, and it is not
+    a directory), before a tool computes what it would write there."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a directory, give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{what} {path}: not writable")
+    check_writable(path.parent, what=f"{what} {path}: its directory")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), like every other bad input: argparse prints the usage
+    block first, which buries the one thing that is wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help shows the usage)\n")
 
 
 def check_job(run: RunConfig, run_dir: Path | None) -> None:
