@@ -341,7 +341,8 @@ def closing_summary(run: RunConfig, run_dir: Path) -> str:
     model = getattr(run.policy, "checkpoint", None)
     lines = [f"{run.suite.name} {run.policy.name}:{run.policy.cache_mode}" + (f" ({model})" if model else "")]
     lines.append("  " + outcome_text(summarize(records)))
-    latency = latency_text(latency_by_kind(records), refresh_stats(records))
+    # a policy without a prefix cache (scripted, constant) has no full/cached latency to tell
+    latency = latency_text(latency_by_kind(records), refresh_stats(records)) if run.policy.cache_mode != "-" else None
     if latency:
         lines.append("  " + latency)
     lines.append(f"  records: {run_dir / EPISODES_FILE}; report: python -m sim_eval.report {run_dir}")

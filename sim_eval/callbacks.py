@@ -62,7 +62,8 @@ def multirun_summary(sweep_dir: str | Path, failed: list[str] | None = None) -> 
             lines.append(label + "no summary (the job ended before it finished)")
             continue
         summary = json.loads((job / SUMMARY_FILE).read_text())
-        latency = latency_text(summary.get("latency_ms") or {}, summary.get("refresh") or {})
+        cached = "policy.cache" in (summary.get("identity") or {"policy.cache": None})  # none for scripted, constant
+        latency = latency_text(summary.get("latency_ms") or {}, summary.get("refresh") or {}) if cached else None
         lines.append(label + outcome_text(summary) + (f"; {latency}" if latency else ""))
     lines.append(f"  report: python -m sim_eval.report {sweep_dir}")
     return "\n".join(lines)
