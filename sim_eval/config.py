@@ -384,6 +384,17 @@ class RunConfig:
         return self.eval.max_steps or self.protocol.max_steps[self.suite.name]
 
 
+def standard_step_limit(protocol: str, suite: str) -> int | None:
+    """The step limit protocol ``protocol`` (``conf/protocol/<name>.yaml`` over openpi's defaults) sets for
+    ``suite``; None for a protocol or suite not known here. ``eval.max_steps`` below it shortens every episode."""
+    path = REPO / "conf" / "protocol" / f"{protocol}.yaml"
+    if not path.is_file():
+        return None
+    limits = dict(ProtocolConfig().max_steps)
+    limits.update(OmegaConf.to_container(OmegaConf.load(path)).get("max_steps") or {})
+    return limits.get(suite)
+
+
 def repo_path(relative: str) -> str:
     """``${repo:PATH}`` in a config: PATH under the repository root, whatever the working directory."""
     return str(REPO / relative)
