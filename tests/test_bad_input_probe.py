@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -223,6 +224,20 @@ def test_bad_input_probe(tmp_path, monkeypatch):
     for verdict_ in ("traceback", "accepted", "wrote", "not one line"):
         assert counts.get(verdict_, 0) == 0, f"{counts}\n{detail}"
     assert counts["clean"] >= 0.95 * len(results), f"{counts}\n{detail}"
+
+
+@pytest.mark.parametrize(("visible", "gpus", "refused"), [("", [0], True), ("0,1", [1], False), ("0,1", [2], True)])
+def test_gpus_beyond_the_machine_stop_before_hydra_writes(monkeypatch, visible, gpus, refused):
+    """7: eval.gpus=[0] on a CPU machine was refused only after .hydra/ and the log were written."""
+    from sim_eval.config import ConfigError
+    from sim_eval.preflight import check_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    if refused:
+        with pytest.raises(ConfigError, match=re.escape(f"eval.gpus={gpus}: this machine shows")):
+            check_gpus(gpus)
+    else:
+        check_gpus(gpus)
 
 
 @pytest.mark.parametrize(
