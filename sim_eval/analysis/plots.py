@@ -44,20 +44,40 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+# the frontier's axes box in points (6.4 x 4.4 in figure, matplotlib's default margins): where labels land
+_AXES_PT = (357.0, 243.0)
+_CHAR_PT, _LINE_PT = 5.0, 11.0  # a character's width and a label line's height at font size 8
+
+
+def _ylim(ys: Sequence[float]) -> tuple[float, float]:
+    return min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102
+
+
 def frontier_layout(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
     """The frontier plot's Pareto front (indices into ``rows``) and each label's offset in points. A control arm
     (``control`` true) is `full` again under other noise: a reference point, not a mode to choose, so never on the
-    front. Points close together (`full` and its control arm share latency and nearly success) stack their labels
-    rather than print them over each other."""
+    front. Labels are placed in row order, each on the first line (beside its point, then below it) where its box
+    overlaps no label placed before: `full` and its control arm share latency and nearly success, and their labels
+    once printed over each other."""
     xs = [float(r["latency_mean_ms"]) for r in rows]
     ys = [float(r["success_rate"]) * 100 for r in rows]
     modes = [i for i, r in enumerate(rows) if not r.get("control")]
     front = [modes[k] for k in pareto_front([(xs[i], ys[i]) for i in modes])]
-    span_x = max(max(xs), 1e-9)
+    low, high = _ylim(ys)
+    span_x = max(max(xs) * 1.05, 1e-9)  # matplotlib's 5% margin right of the largest latency
+    boxes: list[tuple[float, float, float, float]] = []
     offsets = []
-    for i in range(len(rows)):
-        near = sum(abs(xs[j] - xs[i]) < 0.06 * span_x and abs(ys[j] - ys[i]) < 6.0 for j in range(i))
-        offsets.append((6, 4 - 11 * near))
+    for i, row in enumerate(rows):
+        x = xs[i] / span_x * _AXES_PT[0]
+        y = (ys[i] - low) / (high - low) * _AXES_PT[1]
+        width = _CHAR_PT * len(str(row["label"]))
+        for line in range(len(rows) + 1):
+            dy = 4 - _LINE_PT * line
+            box = (x + 6, y + dy, x + 6 + width, y + dy + _LINE_PT)
+            if not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in boxes):
+                break
+        boxes.append(box)
+        offsets.append((6, int(dy)))
     return front, offsets
 
 
@@ -97,7 +117,7 @@ def frontier(
         ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offsets[i], fontsize=8)
     ax.set_xlabel("mean latency per inference, ms")
     ax.set_ylabel("success rate, % (bar: Wilson 95%)")
-    ax.set_ylim(min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102)
+    ax.set_ylim(*_ylim(list(ys)))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
