@@ -89,9 +89,17 @@ def main(cfg: DictConfig) -> dict:
         _fail_to_start(f"policy: {err}", run_dir)
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    from sim_eval.app import closing_summary
+    from sim_eval.app import closing_summary, crash_failure
+    from sim_eval.manifest import identity, matches
+    from sim_eval.records import EPISODES_FILE, dedupe, read_records
 
     print(closing_summary(run, run_dir), flush=True)
+    ident = identity(run)
+    crashed = crash_failure(dedupe(r for r in read_records(run_dir / EPISODES_FILE) if matches(r, ident)))
+    if crashed and hydra_cfg.mode.name != "MULTIRUN":  # a sweep goes on to its other jobs; its end says (callbacks)
+        print(f"sim_eval: error: {crashed}; records: {run_dir / EPISODES_FILE}; fix the cause and run the same "
+              "command again (crashed episodes are run again)", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     return summary
 
 
@@ -106,6 +114,11 @@ def cli() -> None:
     except ConfigError as err:
         _fail(err)
     main()
+    from sim_eval.callbacks import FAILED_JOBS
+
+    if FAILED_JOBS:  # a sweep whose jobs ended without a finished episode must not exit as if it had run
+        print(f"sim_eval: error: {'; '.join(FAILED_JOBS)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

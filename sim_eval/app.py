@@ -48,7 +48,7 @@ def pending_episodes(
     run: RunConfig, run_dir: Path, ident: dict[str, Any] | None = None
 ) -> tuple[list[tuple[int, int]], int]:
     """Planned pairs without a record of this identity in ``run_dir`` (resume); errors are rerun only with
-    ``eval.retry_errors``. Records of other settings (kept beside a forced resume) count as not done."""
+    ``eval.retry_errors`` (the default). Records of other settings (kept beside a forced resume) count as not done."""
     ident = identity(run) if ident is None else ident
     done = {
         record["key"]
@@ -319,6 +319,18 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
     return summary
 
 
+def crash_failure(records: list[dict[str, Any]]) -> str | None:
+    """What a run in which episodes crashed and none finished says (a broken simulator or policy set-up: every
+    episode would crash the same way, so it must not end as if it had run), from its deduplicated records; None
+    when an episode finished or none crashed."""
+    errors = [r for r in records if r.get("error") is not None]
+    if not errors or len(errors) < len(records):
+        return None
+    error = errors[0]["error"]
+    first = f"{error.get('type')}: {str(error.get('message', '')).splitlines()[0] if error.get('message') else ''}"
+    return f"every episode crashed ({len(errors)}), none finished; the first: {first[:200]}"
+
+
 def closing_summary(run: RunConfig, run_dir: Path) -> str:
     """What a finished run prints: which model and mode, success with its Wilson interval, latency per inference kind,
     how often the prefix was recomputed, where the records are and the next command. Derived from the records of
@@ -332,7 +344,8 @@ def closing_summary(run: RunConfig, run_dir: Path) -> str:
     model = getattr(run.policy, "checkpoint", None)
     lines = [f"{run.suite.name} {run.policy.name}:{run.policy.cache_mode}" + (f" ({model})" if model else "")]
     lines.append("  " + outcome_text(summarize(records)))
-    latency = latency_text(latency_by_kind(records), refresh_stats(records))
+    # a policy without a prefix cache (scripted, constant) has no full/cached latency to tell
+    latency = latency_text(latency_by_kind(records), refresh_stats(records)) if run.policy.cache_mode != "-" else None
     if latency:
         lines.append("  " + latency)
     lines.append(f"  records: {run_dir / EPISODES_FILE}; report: python -m sim_eval.report {run_dir}")

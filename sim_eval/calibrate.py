@@ -10,13 +10,17 @@ recorded (``pixel_mae``). Nothing is simulated: run the proposed threshold close
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from policies.base import VIEWS
 from sim_eval.analysis.calibration import Proposal, calibrate
 from sim_eval.analysis.runs import NoEpisodesError, load_runs
+from sim_eval.analysis.stats import BASELINE_MODE, parse_mode
+from sim_eval.config import ConfigError
+from sim_eval.manifest import check_not_mixed
+from sim_eval.preflight import OneLineParser, check_writable_file
 from sim_eval.records import dedupe
 
 
@@ -53,13 +57,45 @@ def _configured_views(runs: list) -> list[str] | None:
     return list(found.pop()) if len(found) == 1 else None
 
 
+def _checked_records(args) -> tuple[list[dict], list]:
+    """The records calibration reads, after the checks that make its input one run's: a target is given, the
+    views exist, the ``--json`` file can be written, the records are not of different models or protocols (as
+    ``report`` refuses them), and some are of a ``full`` or ``adaptive<N>`` run (a cache<N> run's trajectories are
+    altered by its stale frames; a policy without a cache has no threshold to calibrate)."""
+    if args.target_refresh is None:
+        raise ConfigError("--target-refresh F is needed: the fraction of MAE checks that should refresh (0..1), "
+                          "e.g. --target-refresh 0.3")  # fmt: skip
+    if not 0.0 <= args.target_refresh <= 1.0:
+        raise ConfigError(f"--target-refresh {args.target_refresh}: allowed are 0..1")
+    for view in args.views or []:
+        if view not in VIEWS:
+            raise ConfigError(f"--views {view}: allowed are {', '.join(VIEWS)}")
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
+    runs = load_runs(args.dirs)
+    records = dedupe(r for run in runs for r in run.records)
+    check_not_mixed(records, "cannot calibrate")
+    if args.suite is not None:
+        records = [r for r in records if r.get("suite") == args.suite]
+        if not records:
+            raise NoEpisodesError(f"no episode of suite {args.suite!r} in {' '.join(args.dirs)}")
+    usable = [r for r in records if parse_mode(r.get("cache_mode"))[0] in (BASELINE_MODE, "adaptive")]
+    if not usable:
+        found = ", ".join(sorted({str(r.get("cache_mode")) for r in records}))
+        raise ConfigError(
+            f"{' '.join(args.dirs)}: no full or adaptive<N> run among the records (cache modes: {found}); the "
+            "threshold comes from a full run's lag MAE: run policy.cache=full (a policy with a prefix cache) first"
+        )
+    return usable, runs
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sim_eval.calibrate",
         description="Propose the adaptive pixel-MAE threshold giving a target refresh fraction, from run records.",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run dir(s) or sweep dir(s)")
-    parser.add_argument("--target-refresh", type=float, required=True, help="target forced-refresh fraction, 0..1")
+    parser.add_argument("--target-refresh", type=float, default=None, help="target forced-refresh fraction, 0..1")
     parser.add_argument(
         "--period", type=int, default=None, help="N of adaptive<N> (default: the adaptive runs' N, else 3)"
     )
@@ -73,15 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
     try:
-        runs = load_runs(args.dirs)
-        records = dedupe(r for run in runs for r in run.records)
-        if args.suite is not None:
-            records = [r for r in records if r.get("suite") == args.suite]
-            if not records:
-                raise NoEpisodesError(f"no episode of suite {args.suite!r} in {' '.join(args.dirs)}")
+        records, runs = _checked_records(args)
         views = args.views if args.views is not None else _configured_views(runs)
         result = calibrate(records, args.target_refresh, args.period, views)
-    except (NoEpisodesError, ValueError) as exc:
+    except (NoEpisodesError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"calibrate: error: {exc}", file=sys.stderr)
         return 2
 
@@ -112,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json is not None:
         payload = {**result, **{k: vars(result[k]) if result[k] else None for k in ("replay", "checks")}}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        try:
+            args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        except OSError as exc:  # became unwritable (or the disk full) since the check
+            print(f"calibrate: error: --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
 
 

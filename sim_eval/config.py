@@ -8,6 +8,7 @@ simulator, model or logger starts, and each failure is one line naming the bad v
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,32 @@ REPO = Path(__file__).resolve().parent.parent
 
 class ConfigError(ValueError):
     """A bad configuration value; its message is the one line the CLI prints."""
+
+
+# OmegaConf's type errors name its own classes ("int is not a ListConfig"); a user needs what the setting takes.
+_PLAIN = (
+    (re.compile(r"Value '(.*)' of type '\w+' could not be converted to Integer"), "expected a whole number, got {0!r}"),
+    (re.compile(r"Value '(.*)' of type '\w+' could not be converted to Float"), "expected a number, got {0!r}"),
+    (re.compile(r"Value '(.*)' is not a valid bool"), "expected true or false, got {0!r}"),
+    (re.compile(r"Invalid value assigned: \w+ is not a ListConfig"), "expected a list like [a,b], got a single value"),
+    (re.compile(r"Invalid type assigned: \w+ is not a subclass of (\w+)"), "is a group of settings, not one value: "
+     "set its keys (KEY.NAME=VALUE; python -m sim_eval --help lists them)"),
+    (re.compile(r"Cannot assign \w+ to Dict"), "expected a map like {{key:value}}, got a single value"),
+    (re.compile(r"Cannot convert '(list|dict)' to string"), "expected one text value, got a {0}"),
+    (re.compile(r"Non optional field cannot be assigned None|is not Optional"), "cannot be null: give a value"),
+    (re.compile(r"Missing mandatory value"), "has no value: give one"),
+    (re.compile(r"does not support deletion"), "is a setting sim_eval needs: give it a value instead of deleting it"),
+)  # fmt: skip
+
+
+def plain_message(message: str) -> str:
+    """One line for an OmegaConf type error, saying what the setting takes instead of OmegaConf's classes."""
+    first = message.splitlines()[0] if message else message
+    for pattern, text in _PLAIN:
+        match = pattern.search(first)
+        if match:
+            return text.format(*match.groups())
+    return first
 
 
 def _require(condition: bool, message: str) -> None:
@@ -103,7 +130,9 @@ class EvalConfig:
     video: str = "none"
     video_fps: int = 20
     num_workers: int = 0  # 0 = run in this process; N >= 1 = N spawned worker processes, one env each
-    retry_errors: bool = False  # on resume, run again episodes whose record is an error
+    # on resume, run again episodes whose record is an error (a crash is no result: after the cause is fixed, the
+    # same command must not keep it); false keeps crash records as they are
+    retry_errors: bool = True
     seed: int = 0  # base of the per-episode noise seed
     lag_mae: int = 3  # record pixel MAE against the inputs 1..N inferences back (calibration); 0 = off
     # CUDA devices the workers are spread over, round-robin, for the policy and for EGL rendering (sim_eval.devices);
@@ -165,6 +194,8 @@ class RefreshConfig:
         _require(len(self.views) > 0, "policy.refresh.views is empty: name at least one of " + ", ".join(VIEWS))
         for view in self.views:
             _require(view in VIEWS, f"policy.refresh.views has {view!r}: allowed are {', '.join(VIEWS)}")
+        twice = sorted({v for v in self.views if list(self.views).count(v) > 1})
+        _require(not twice, f"policy.refresh.views names {twice[0] if twice else ''} twice: name each view once")
 
 
 PI05_HOWTO = (
@@ -203,7 +234,7 @@ class Pi05PolicyConfig:
         _require(self.engine in ("native", "flashrt"), f"policy.engine={self.engine!r}: allowed are native, flashrt")
         _require(self.dtype in ("float32", "bfloat16"), f"policy.dtype={self.dtype!r}: allowed are float32, bfloat16")
         _require(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"policy.device={self.device!r}: allowed are auto, cpu, cuda, cuda:N",
         )
         _require(self.num_steps >= 1, f"policy.num_steps={self.num_steps}: must be >= 1")
@@ -374,6 +405,17 @@ class RunConfig:
         return self.eval.max_steps or self.protocol.max_steps[self.suite.name]
 
 
+def standard_step_limit(protocol: str, suite: str) -> int | None:
+    """The step limit protocol ``protocol`` (``conf/protocol/<name>.yaml`` over openpi's defaults) sets for
+    ``suite``; None for a protocol or suite not known here. ``eval.max_steps`` below it shortens every episode."""
+    path = REPO / "conf" / "protocol" / f"{protocol}.yaml"
+    if not path.is_file():
+        return None
+    limits = dict(ProtocolConfig().max_steps)
+    limits.update(OmegaConf.to_container(OmegaConf.load(path)).get("max_steps") or {})
+    return limits.get(suite)
+
+
 def repo_path(relative: str) -> str:
     """``${repo:PATH}`` in a config: PATH under the repository root, whatever the working directory."""
     return str(REPO / relative)
@@ -398,8 +440,10 @@ def validate(cfg: DictConfig) -> RunConfig:
         run = OmegaConf.to_object(cfg)
     except ConfigError:
         raise
-    except Exception as err:  # OmegaConf type/missing-value errors carry the key; keep their first line
-        raise ConfigError(str(err).splitlines()[0]) from None
+    except Exception as err:  # OmegaConf type/missing-value errors carry the key: name it and what it takes
+        key = getattr(err, "full_key", None)
+        message = plain_message(getattr(err, "msg", None) or str(err))
+        raise ConfigError(f"{key}: {message}" if key else message) from None
     if not isinstance(run, RunConfig):
         raise ConfigError("config does not follow the run schema (was conf/config.yaml changed?)")
     return run

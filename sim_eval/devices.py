@@ -60,6 +60,18 @@ def visible_gpus(requested: list[int] | None) -> list[int]:
     return list(requested)
 
 
+def cuda_device_count_hint() -> int | None:
+    """How many CUDA devices this process would see, known without importing torch: ``CUDA_VISIBLE_DEVICES`` when
+    set (empty = none), else the NVIDIA device nodes (none on a machine without the driver); None when unsure."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        parts = [p for p in visible.split(",") if p.strip()]
+        return len(parts) if all(not p.strip().startswith("-") for p in parts) else None
+    if not os.path.isdir("/dev"):
+        return None
+    return sum(1 for name in os.listdir("/dev") if name.startswith("nvidia") and name[6:].isdigit())
+
+
 def egl_device_for_cuda(cuda_index: int) -> int | None:
     """Index into EGL's device list (what ``MUJOCO_EGL_DEVICE_ID`` means) of the EGL device that is CUDA device
     ``cuda_index``; None when no EGL device says so (no NVIDIA EGL, or no ``EGL_NV_device_cuda``)."""
@@ -78,6 +90,19 @@ def egl_device_for_cuda(cuda_index: int) -> int | None:
         if query(device, EGL_CUDA_DEVICE_NV, ctypes.byref(value)) == 1 and value.value == cuda_index:
             return index
     return None
+
+
+def unpinned_egl_default() -> None:
+    """Before a simulator exists in a process whose rendering is not pinned: robosuite picks its EGL device from
+    ``MUJOCO_EGL_DEVICE_ID``, else from ``CUDA_VISIBLE_DEVICES`` parsed as a list of integers. submitit's local and
+    SLURM executors set ``CUDA_VISIBLE_DEVICES=""`` for a job without GPUs (SLURM may also set GPU UUIDs), which
+    robosuite fails on (``int('')``) for every episode. Naming EGL device 0 is what robosuite does when neither is
+    set; the torch side keeps seeing the GPUs (none) the launcher gave it."""
+    if os.environ.get("MUJOCO_GL", "egl") != "egl" or os.environ.get("MUJOCO_EGL_DEVICE_ID") is not None:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not all(part.strip().isdigit() for part in visible.split(",")):
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = "0"
 
 
 def pin_worker(device: WorkerDevice) -> dict[str, Any]:

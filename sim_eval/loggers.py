@@ -9,9 +9,12 @@ Interface (what ``sim_eval.app`` calls, in this order)::
 
 One wandb run per Hydra job: ``group`` is the sweep dir, ``name`` the job's overrides, ``config`` the resolved config.
 At ``finish`` the run summary gets the headline numbers of ``sim_eval.analysis.stats.headline`` (success with Wilson
-bounds, latency per kind, refresh fraction, control rate, pixel MAE, shadow cosine; and -- when a ``full`` run of the
-same policy has already finished in the same sweep -- the paired comparison with cliff count and McNemar p), plus a
-table with one row per episode and the videos of cliff episodes by file path.
+bounds, latency per kind, refresh fraction, control rate, pixel MAE, shadow cosine), plus a table with one row per
+episode and the videos of cliff episodes by file path. Paired numbers (cliffs, rescues, McNemar p, Δ, excess cliffs
+against a control arm) come from ``sim_eval.analysis.pairs`` over the records of the whole sweep dir, as the report
+computes them: a job pairs against whatever its baseline has recorded when it ends, and ``log_sweep`` (called when
+the sweep ends, ``sim_eval.callbacks``) logs one more run, ``sweep``, with every group's complete paired numbers,
+whatever order the jobs ran or finished in.
 
 Logging must never stop an evaluation: if wandb raises at any point the logger warns once and goes inert.
 """
@@ -23,15 +26,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sim_eval.analysis.runs import find_run_dirs
+from sim_eval.analysis.pairs import labels, paired_numbers, sweep_groups
+from sim_eval.analysis.runs import Group, NoEpisodesError, baseline_of
 from sim_eval.analysis.stats import (
-    BASELINE_MODE,
+    Pairing,
     headline,
     inference_kind,
     pair_with_baseline,
+    record_seed,
     shadow_episode_metrics,
 )
-from sim_eval.records import EPISODES_FILE, dedupe, read_records
+from sim_eval.records import arm_mode, dedupe
 
 log = logging.getLogger("sim_eval.loggers")
 
@@ -66,22 +71,45 @@ def build_logger(
     return WandbLogger(mode=mode, project=project, entity=entity, dir=dir)
 
 
-def find_baseline(group: str | Path, run_dir: str | Path, policy: Any) -> list[dict[str, Any]]:
-    """Records of a finished-so-far ``full`` run of ``policy`` elsewhere in the sweep dir ``group`` (not ``run_dir``),
-    each with ``_run_dir`` set; empty when there is none -- a single run, or a sweep whose ``full`` job has not run
-    yet (jobs of a sweep run in override order, so ``policy.cache=full,cache3`` runs ``full`` first)."""
-    group, run_dir = Path(group), Path(run_dir).resolve()
-    if not group.is_dir() or group.resolve() == run_dir:
-        return []
-    found = []
-    for path in find_run_dirs(group):
-        if path.resolve() == run_dir:
-            continue
-        found += [
-            {**r, "_run_dir": str(path)} for r in read_records(path / EPISODES_FILE)
-            if r.get("cache_mode") == BASELINE_MODE and r.get("policy") == policy
-        ]  # fmt: skip
-    return dedupe(found)
+def job_group(groups: list[Group], record: dict[str, Any]) -> Group | None:
+    """The group (policy, arm mode, seed) a job's record belongs to."""
+    ident = (str(record.get("policy")), arm_mode(record), record_seed(record))
+    return next((g for g in groups if (g.policy, g.mode, g.seed) == ident), None)
+
+
+def flat_paired(numbers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{label: {name: value}}`` as wandb summary keys ``<label>/<name>``."""
+    return {f"{label}/{name}": value for label, values in numbers.items() for name, value in values.items()}
+
+
+def log_sweep(logger_cfg: dict[str, Any], sweep_dir: str | Path) -> dict[str, Any] | None:
+    """One wandb run (``job_type=sweep``, in the sweep's group) whose summary holds every group's paired numbers
+    (``flat_paired(analysis.pairs.paired_numbers)``): the report's numbers, once every job has ended. Returns what
+    was logged; None when logging is off or there is nothing to pair. Warns and returns None if anything fails."""
+    if logger_cfg.get("mode", "disabled") == "disabled":
+        return None
+    try:
+        numbers = flat_paired(paired_numbers(sweep_groups(sweep_dir)))
+    except (NoEpisodesError, ValueError) as exc:  # nothing recorded, or records report refuses to pool
+        log.warning("wandb: no paired numbers for the sweep %s (%s)", sweep_dir, exc)
+        return None
+    if not numbers:
+        return None
+    try:
+        import wandb
+
+        wandb_dir = logger_cfg.get("dir") or str(sweep_dir)
+        os.makedirs(wandb_dir, exist_ok=True)
+        run = wandb.init(
+            project=logger_cfg.get("project", "sim_eval"), entity=logger_cfg.get("entity"), dir=wandb_dir,
+            mode=logger_cfg["mode"], name="sweep", group=str(sweep_dir), job_type="sweep", reinit="finish_previous",
+        )  # fmt: skip
+        run.summary.update(numbers)
+        run.finish()
+    except Exception as exc:  # logging must never turn a finished sweep into a failure
+        log.warning("wandb logging of the sweep's paired numbers failed (%s: %s)", type(exc).__name__, exc)
+        return None
+    return numbers
 
 
 def episode_row(record: dict[str, Any], paired_outcome: str | None = None) -> list[Any]:
@@ -175,16 +203,10 @@ class WandbLogger:
             import wandb
 
             records = dedupe(records)
-            policy = records[0].get("policy") if records else None
-            mode = records[0].get("cache_mode") if records else None
-            baseline = find_baseline(self._group, self._run_dir, policy) if mode != BASELINE_MODE else []
-            # only this job's episodes: other suites or shards of the sweep are not "missing" from this job
-            keys = {r["key"] for r in records}
-            baseline = [r for r in baseline if r["key"] in keys]
-            numbers = headline(records, baseline or None)
+            numbers = headline(records)
+            pairing, baseline = self._paired(records, numbers)
             self._run.summary.update({k: v for k, v in numbers.items() if v is not None})
             self._run.summary["summary"] = metrics
-            pairing = pair_with_baseline(baseline, records) if baseline else None
             outcome = {}
             if pairing is not None:
                 for name in ("both_success", "cliffs", "rescues", "both_fail"):
@@ -192,12 +214,33 @@ class WandbLogger:
             table = wandb.Table(columns=TABLE_COLUMNS, data=[episode_row(r, outcome.get(r["key"])) for r in records])
             # after the last per-episode step: wandb steps only move forward
             self._run.log({"episodes": table}, step=self._episodes + 1)
-            if pairing is not None:
-                self._log_cliff_videos(wandb, pairing.cliffs, records, baseline)
+            if pairing is not None:  # the group may span shards: this job's cliffs only
+                mine = {r["key"] for r in records}
+                self._log_cliff_videos(wandb, [k for k in pairing.cliffs if k in mine], records, baseline)
             self._run.finish()
             self._run = None
         except Exception as exc:
             self._fail("finish", exc)
+
+    def _paired(self, records: list[dict], numbers: dict[str, Any]) -> tuple[Pairing | None, list[dict]]:
+        """This job's group paired as the report pairs it, over the records of the whole sweep dir (a job of any
+        order pairs with whatever its baseline has recorded so far): adds the group's ``paired_numbers`` to
+        ``numbers`` and returns the pairing and the baseline's records (empty without a baseline)."""
+        if not records or not self._group:
+            return None, []
+        try:
+            groups = sweep_groups(self._group)
+        except (NoEpisodesError, ValueError) as exc:  # records report would refuse to pool: say so, log the rest
+            log.warning("wandb: no paired numbers for %s (%s)", self._run_dir, exc)
+            return None, []
+        group = job_group(groups, records[0])
+        if group is None:
+            return None, []
+        numbers.update(paired_numbers(groups)[labels(groups)[id(group)]])
+        base = baseline_of(group, groups)
+        if base is None:
+            return None, []
+        return pair_with_baseline(base.records, group.records), base.records
 
     def _log_cliff_videos(self, wandb: Any, cliffs: list[str], records: list[dict], baseline: list[dict]) -> None:
         """Each cliff episode's mode video and its baseline's, where recorded, by file path (wandb copies the file)."""

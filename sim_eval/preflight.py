@@ -9,14 +9,16 @@ and nothing here imports torch or LIBERO.
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sim_eval.config import ConfigError, RunConfig, validate
+from sim_eval.config import ConfigError, RunConfig, plain_message, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("suite", "protocol", "policy", "logger", "arm")
@@ -60,10 +62,22 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for arg in overrides:
+        if arg.startswith("~") and not arg.startswith("~hydra"):  # a deleted setting reaches no schema default
+            raise ConfigError(f"{arg}: sim_eval's settings cannot be deleted; give KEY=VALUE instead")
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"{arg}: expected KEY=VALUE (python -m sim_eval --help lists the settings)")
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except OverrideParseException as err:
-        raise ConfigError(f"cannot read the command line: {str(err).splitlines()[0]}") from None
+        raise unreadable(overrides, parser, err) from None
+    seen: dict[str, str] = {}
+    for override in parsed:  # Hydra lets the last of two values win without a word
+        key = override.get_key_element()
+        if key in seen:
+            raise ConfigError(f"{key} is given twice ({seen[key]} and {override.input_line}): give it once")
+        seen[key] = override.input_line
     for override in parsed:
         key = override.get_key_element().lstrip("+~")
         if (override.is_add() or override.is_force_add()) and not key.startswith(ADDABLE):
@@ -77,6 +91,44 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
             raise ConfigError(f"{sweeps[0]} is a sweep: add -m to run one job per value, or give one value")
         return [overrides]
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def unreadable(overrides: list[str], parser, err: Exception) -> ConfigError:
+    """One line for an override Hydra's grammar cannot read, naming it (and the usual cause: a '~' path)."""
+    for arg in overrides:
+        try:
+            parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - any parse failure marks the culprit
+            key, _, value = arg.partition("=")
+            if "~" in value:
+                return ConfigError(
+                    f"{arg}: Hydra's command-line grammar does not read '~' in a value; write the path out "
+                    f"({key}=$HOME{value.partition('~')[2]}) or quote it ('{key}=\"{value}\"')"
+                )
+            return ConfigError(
+                f"{arg}: Hydra's command-line grammar cannot read this value; quote it ('{key}=\"{value}\"') "
+                "or check its brackets and commas"
+            )
+    return ConfigError(f"cannot read the command line: {str(err).splitlines()[0]}")
+
+
+def check_arm(cfg, overrides: list[str]) -> None:
+    """A study arm (``arm=cache3``) sets keys of its own; the same key given beside it would silently win and run
+    another arm under the arm's name."""
+    arm = OmegaConf.select(cfg, "hydra.runtime.choices.arm", default=None)
+    if not arm or arm == "none":
+        return
+    settings = OmegaConf.load(CONF_DIR / "arm" / f"{arm}.yaml")
+    for arg in overrides:
+        key, sep, _ = arg.lstrip("+~").partition("=")
+        if not sep or key in GROUPS or OmegaConf.select(settings, key, default=None) is None:
+            continue
+        ours, theirs = OmegaConf.select(settings, key), OmegaConf.select(cfg, key)
+        if ours != theirs:
+            raise ConfigError(
+                f"arm={arm} sets {key}={ours} and {arg} says otherwise: give the arm alone, or arm=none with your "
+                "settings"
+            )
 
 
 def _compose(overrides: list[str]):
@@ -95,6 +147,7 @@ def _composition_error(err: Exception, overrides: list[str]) -> ConfigError:
     key = getattr(cause, "full_key", None)
     if cause is None or not key:
         return ConfigError(str(err).splitlines()[0])
+    key = key.split("[")[0]  # a list element's error names the list, as it was given
     given = next((o for o in reversed(overrides) if o.lstrip("+~").partition("=")[0] == key), key)
     if isinstance(cause, ConfigAttributeError | ConfigKeyError):
         section, _, name = key.rpartition(".")
@@ -103,7 +156,9 @@ def _composition_error(err: Exception, overrides: list[str]) -> ConfigError:
         keys = sorted(k for k in node if k != "hydra" and not str(k).startswith("_")) if node is not None else []
         where = section or "the config"
         return ConfigError(f"{given}: unknown key {name!r} in {where}; allowed are {', '.join(map(str, keys))}")
-    message = (getattr(cause, "msg", None) or str(cause)).splitlines()[0]
+    message = plain_message(getattr(cause, "msg", None) or str(cause))
+    if message.startswith("is a group"):
+        return ConfigError(f"{given}: {key} {message}")
     return ConfigError(f"{given}: {message}")
 
 
@@ -116,31 +171,81 @@ def compose_job(overrides: list[str], job_num: int | None) -> tuple[RunConfig, P
     except ConfigCompositionException as err:
         raise _composition_error(err, overrides) from None
     run_dir = None
+    check_launcher(cfg, job_num is not None)
+    check_arm(cfg, overrides)
     try:
         with open_dict(cfg):
             cfg.hydra.job.num = job_num or 0
         hydra = cfg.hydra
-        run_dir = Path(f"{hydra.sweep.dir}/{hydra.sweep.subdir}" if job_num is not None else hydra.run.dir)
+        key, value = ("hydra.sweep.dir", hydra.sweep.dir) if job_num is not None else ("hydra.run.dir", hydra.run.dir)
+        run_dir = Path(f"{value}/{hydra.sweep.subdir}" if job_num is not None else value)
     except OmegaConfBaseException:  # a dir pattern built from runtime-only values (Hydra resolves it later)
-        run_dir = None
+        key, value = None, None
+    if key is not None and not str(value).strip():  # Path("") is the working dir: the run would land among its files
+        raise ConfigError(f"{key} is empty: give a directory (default outputs/<date>/<time>)")
     with open_dict(cfg):
         del cfg["hydra"]
-    return validate(cfg), run_dir
+    run = validate(cfg)
+    check_gpus(run.eval.gpus)
+    return run, run_dir
 
 
-def check_writable(path: Path) -> None:
+def check_launcher(cfg, multirun: bool) -> None:
+    """submitit's SLURM launcher off a SLURM submit node fails with a traceback after Hydra wrote the sweep dir."""
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if multirun and target.endswith("SlurmLauncher") and shutil.which("srun") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm: no srun on PATH, so this is not a SLURM submit node; hydra/launcher=local runs "
+            "the same launcher path on this machine"
+        )
+
+
+def check_gpus(gpus: list[int] | None) -> None:
+    """``eval.gpus`` against the CUDA devices this machine has, without importing torch (``sim_eval.devices``
+    checks again against torch's count where the workers are planned)."""
+    if not gpus:
+        return
+    from sim_eval.devices import cuda_device_count_hint
+
+    count = cuda_device_count_hint()
+    if count is not None and any(g >= count for g in gpus):
+        raise ConfigError(
+            f"eval.gpus={list(gpus)}: this machine shows {count} CUDA device(s)"
+            + (" (CPU only): leave eval.gpus unset" if count == 0 else f": allowed are 0..{count - 1}")
+        )
+
+
+def check_writable(path: Path, what: str = "run dir") -> None:
     """Raise ``ConfigError`` unless ``path`` is, or can be made, a writable directory; leaves nothing behind."""
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"run dir {path}: exists and is not a directory")
+        raise ConfigError(f"{what} {path}: exists and is not a directory")
     ancestor = path
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"run dir {path}: {ancestor} is a file, not a directory")
+        raise ConfigError(f"{what} {path}: {ancestor} is a file, not a directory")
     try:
         os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".sim_eval-write-check-"))
     except OSError as err:
-        raise ConfigError(f"run dir {path}: cannot create directories in {ancestor} ({err.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot create directories in {ancestor} ({err.strerror})") from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Raise ``ConfigError`` unless the file ``path`` can be written (its dir exists or can be made, and it is not
+    a directory), before a tool computes what it would write there."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a directory, give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{what} {path}: not writable")
+    check_writable(path.parent, what=f"{what} {path}: its directory")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), like every other bad input: argparse prints the usage
+    block first, which buries the one thing that is wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help shows the usage)\n")
 
 
 def check_job(run: RunConfig, run_dir: Path | None) -> None:
@@ -163,16 +268,21 @@ def preflight(argv: list[str]) -> list[Path]:
     multirun, overrides = split
     check_group_choices(overrides)
     jobs = job_overrides(overrides, multirun)
-    fresh = []
+    fresh, runs = [], []
     for num, job in enumerate(jobs):
+        swept = " ".join(o for o in job if o not in overrides) or "defaults"  # this job's values of the swept keys
         try:
             run, run_dir = compose_job(job, num if multirun else None)
             check_job(run, run_dir)
         except ConfigError as err:
             if not multirun:
                 raise
-            swept = [o for o in job if o not in overrides]  # this job's values of the swept keys
-            raise ConfigError(f"job {num} ({' '.join(swept) or 'defaults'}): {err}") from None
+            raise ConfigError(f"job {num} ({swept}): {err}") from None
+        same = next((k for k, (other, _) in enumerate(runs) if other == run), None)
+        if same is not None:  # e.g. policy.cache=full,full, or arm=full beside policy.cache=full
+            raise ConfigError(f"job {num} ({swept}) runs the same settings as job {same} ({runs[same][1]}): "
+                              "give each value once")  # fmt: skip
+        runs.append((run, swept))
         if run_dir is not None and not run_dir.exists():
             fresh.append(run_dir.resolve())
     return fresh

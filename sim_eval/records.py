@@ -118,11 +118,15 @@ def _parse(data: bytes, path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):  # unterminated last line: an interrupted append
                 continue
             raise ValueError(f"{path}:{number}: corrupt episode record") from None
+        # every reader keys records by episode (dedupe, pairing, resume): one without its key is no episode record
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise ValueError(f"{path}:{number}: not an episode record (no 'key' naming the episode)")
+        records.append(record)
     return records
 
 

@@ -3,16 +3,16 @@ sweep directories (see ``sim_eval.analysis.render``)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from sim_eval.analysis.render import build_report
 from sim_eval.analysis.runs import NoEpisodesError
+from sim_eval.config import ConfigError
+from sim_eval.preflight import OneLineParser, check_writable
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sim_eval.report",
         description="Success, paired cliffs, latency, pixel MAE and shadow-reference report from episode records.",
     )
@@ -29,10 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         help="runs that re-ran some episodes with eval.video: their videos for episodes recorded without one",
     )
     args = parser.parse_args(argv)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        print(f"report: error: --out {args.out}: exists and is not a directory", file=sys.stderr)
-        return 2
     try:
+        if args.max_traces < 0:
+            raise ConfigError(f"--max-traces {args.max_traces}: must be >= 0")
+        check_writable(args.out if args.out is not None else Path(args.dirs[0]), what="--out")
+        for path in [*args.dirs, *args.videos]:  # answered before the plotting stack is imported (~1 s)
+            if not Path(path).is_dir():
+                raise NoEpisodesError(f"{path}: not a directory")
+        from sim_eval.analysis.render import build_report
+
         path = build_report(
             args.dirs,
             args.out,
@@ -41,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             max_traces=args.max_traces,
             video_paths=args.videos,
         )
-    except (NoEpisodesError, ValueError) as exc:
+    except (NoEpisodesError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"report: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output dir went unwritable (or full) after the check
+        print(f"report: error: cannot write the report: {exc}", file=sys.stderr)
         return 2
     print(path)
     return 0

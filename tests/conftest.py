@@ -60,6 +60,16 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
+def overrides(*parts: str) -> list[str]:
+    """A base command line with some of its keys changed: a later ``key=value`` replaces the earlier one in place
+    (``python -m sim_eval`` refuses a key given twice)."""
+    out: dict[str, str] = {}
+    for part in parts:
+        out.pop(part.split("=", 1)[0] if "=" in part else part, None)
+        out[part.split("=", 1)[0] if "=" in part else part] = part
+    return list(out.values())
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 600, module: str = "sim_eval"):
     import subprocess
 

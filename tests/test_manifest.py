@@ -7,6 +7,7 @@ import json
 
 import pytest
 from conftest import FIXTURES, REPO, compose, run_cli, writable_copy
+from conftest import overrides as with_changes
 
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.app import pending_episodes, run_meta
@@ -68,7 +69,7 @@ def test_resume_under_other_settings_stops_with_one_line_and_writes_nothing(tmp_
     _, run_dir = _recorded_run(tmp_path)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     change = _changed_checkpoint(tmp_path) if change == "checkpoint" else change
-    result = run_cli([*B, change, f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=60)
+    result = run_cli(with_changes(*B, change, f"hydra.run.dir={run_dir}"), cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"sim_eval: error: {run_dir} holds a run with other settings")

@@ -124,3 +124,20 @@ def test_tokenizer_not_found_is_clear(tmp_path, monkeypatch):
     snap.mkdir(parents=True)
     shutil.copyfile(FIX / "tokenizer" / "tokenizer.model", snap / "tokenizer.model")
     assert find_tokenizer(None, "google/paligemma-3b-pt-224") == snap / "tokenizer.model"
+
+
+def test_onboarding_errors_are_short_and_name_the_cli_keys(tmp_path, monkeypatch):
+    """A LeRobot checkpoint of other sizes, or no tokenizer in any cache: the error names the command-line key to
+    set (``policy.model_sizes`` / ``policy.tokenizer``, not the engine's argument names) and stays readable (it
+    was one 2,085-character line of tensor shapes)."""
+    from policies.pi05.engine import load_engine
+    from policies.pi05.processing import find_tokenizer
+
+    with pytest.raises(ValueError) as err:
+        load_engine(str(FIX / "tiny_lerobot"), tokenizer=str(FIX / "tokenizer"), device="cpu")
+    message = str(err.value)
+    assert len(message) < 700 and "set policy.model_sizes=<json" in message and "(106 more)" in message
+    for name in ("HF_HOME", "HF_HUB_CACHE", "OPENPI_DATA_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"; set policy\.tokenizer=<path to tokenizer\.model"):
+        find_tokenizer(None, "google/paligemma-3b-pt-224")

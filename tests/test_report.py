@@ -191,3 +191,38 @@ def test_threshold_sweep_is_one_arm_per_threshold(tmp_path):
     # one threshold only: no sweep section
     single = build_report([tmp_path / "a"], tmp_path / "out1")
     assert "## Adaptive threshold sweep" not in single.read_text()
+
+
+def test_frontier_keeps_the_control_arm_off_the_front_and_apart_from_full():
+    """11: the control arm (full at another seed) is a reference, not a mode on the Pareto front, and its label
+    no longer prints over `full`'s."""
+    from sim_eval.analysis.plots import frontier_layout
+
+    rows = [
+        {"label": "full", "latency_mean_ms": 10.0, "success_rate": 0.90},
+        {"label": "full@seed1", "latency_mean_ms": 9.9, "success_rate": 0.92, "control": True},
+        {"label": "cache3", "latency_mean_ms": 5.0, "success_rate": 0.50},
+    ]
+    front, offsets = frontier_layout(rows)
+    assert front == [2, 0]  # by latency: cache3, then full; the control arm would have dominated full
+    assert offsets[0] != offsets[1] and offsets[2] == offsets[0]
+
+
+def test_a_shortened_step_limit_is_flagged_in_the_answer(tmp_path):
+    """11: records run under eval.max_steps below the protocol's limit say so in the report's opening answer."""
+    sweep = make_sweep(tmp_path / "sweep", modes=("full", "cache3"), tasks=2, episodes=4, missing=0)
+    for run in ("0", "1"):
+        lines = (sweep / run / "episodes.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        for record in records:
+            record["protocol"]["max_steps"] = 50
+            record["identity"]["eval.max_steps"] = 50
+        (sweep / run / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    build_report([sweep], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    answer = text[text.index("## Answer") :].split("\n## ")[0]
+    flag = "**Shortened episodes** (eval.max_steps below the protocol's limit; libero_spatial: 50 of 220 steps)"
+    assert flag in answer
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["answer"]["shortened"] == [
+        "libero_spatial: 50 of 220 steps"
+    ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_SIM, REPO, compose, run_cli
+from conftest import FAST_SIM, REPO, compose, overrides, run_cli
 
 from policies.simple import ConstantPolicy
 from sim_eval.app import evaluate
@@ -166,7 +166,7 @@ def test_dead_worker_becomes_an_error_record_and_a_replacement_finishes(tmp_path
 def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        [
+        overrides(
             "-m",
             "hydra/launcher=local",
             "eval.shard.index=0,1,2",
@@ -176,7 +176,7 @@ def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
             "eval.episodes_per_task=2",
             "eval.max_steps=3",
             f"hydra.sweep.dir={sweep}",
-        ],
+        ),
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -187,6 +187,10 @@ def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
     assert len(shards) == 3
     per_shard = [set(_keys(shard)) for shard in shards]
     assert all(per_shard) and sum(len(s) for s in per_shard) == 4
+    # every episode finished: submitit's CUDA_VISIBLE_DEVICES="" once crashed each one in robosuite's EGL set-up
+    for shard in shards:
+        for record in read_records(shard / "episodes.jsonl"):
+            assert record["error"] is None and record["steps"] == 3 and record["success"] is False, record["error"]
     merged = run_cli(
         [*map(str, shards), shards[0].as_posix(), "--out", str(tmp_path / "merged")], cwd=REPO, module="sim_eval.merge"
     )

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FAST_SIM, REPO, compose, tiny_engine
+from conftest import FAST_SIM, REPO, compose, overrides, tiny_engine
 
 from policies.base import TaskContext
 from policies.cache import CacheController
@@ -203,9 +203,9 @@ def _spawn_children(pid: int) -> list[int]:
 def test_a_worker_killed_mid_episode_is_an_error_record_and_the_run_goes_on(tmp_path):
     """Real run, eval.server=batched, 2 workers with one long episode each: one worker is killed (-9) during its
     episode; that episode is a WorkerDied error record, the other worker's is served to its end."""
-    args = ["policy=pi05_tiny", "suite=libero_object", "eval.tasks=[0]", "eval.episodes_per_task=2",
-            "eval.num_workers=2", "eval.server=batched", *FAST_SIM, "eval.max_steps=300",
-            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    args = overrides("policy=pi05_tiny", "suite=libero_object", "eval.tasks=[0]", "eval.episodes_per_task=2",
+                     "eval.num_workers=2", "eval.server=batched", *FAST_SIM, "eval.max_steps=300",
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "sim_eval", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import shutil
 
 import pytest
 
@@ -87,3 +89,58 @@ def test_failure_mid_run_warns_once(tmp_path, caplog):
         logger.finish({}, [])
     assert len(caplog.records) == 1 and "disk full" in caplog.text
     assert logger._run.calls == 1  # inert after the first failure
+
+
+class FakeRun:
+    """What ``wandb.init`` returns, keeping the summary a test reads."""
+
+    def __init__(self, name: str):
+        self.name, self.summary = name, {}
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("0", "1", "2"))))
+def test_paired_numbers_are_the_reports_whatever_the_job_order(tmp_path, monkeypatch, order):
+    """A sweep of full, cache3 and the control arm (full at seed 1): each job pairs with what its baseline has
+    recorded when it ends, and the sweep-end run logs the report's cliffs, rescues and excess cliffs in any order
+    (the logger once paired cache3 with whichever full run it found first, the control arm's included)."""
+    import wandb
+
+    from sim_eval.loggers import log_sweep
+    from sim_eval.report import main as report_main
+
+    made = make_sweep(tmp_path / "made", modes=("full", "cache3"), tasks=3, episodes=6, control_seed=1, missing=0)
+    runs: list[FakeRun] = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(FakeRun(kw["name"])) or runs[-1])
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for job in order:  # a job's dir appears when it starts; it ends before the next one starts
+        shutil.copytree(made / job, sweep / job)
+        records = read_records(sweep / job)
+        logger = build_logger("offline", "p", None, str(tmp_path / "wb"))
+        logger.start({}, f"job{job}", str(sweep), str(sweep / job))
+        logger.finish(summarize(records), records)
+    by_job = dict(zip(order, runs, strict=True))
+    logged = log_sweep({"mode": "offline", "dir": str(tmp_path / "wb")}, sweep)
+    assert runs[-1].name == "sweep" and runs[-1].summary == logged
+
+    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())["groups"]
+    for label, group in report.items():
+        for name, value in group["paired"].items():
+            assert logged[f"{label}/{name}"] == value, (label, name)
+    assert logged["cache3/cliff_episodes"] == report["cache3"]["cliff_episodes"] > 0
+    assert logged["cache3/rescue_episodes"] == report["cache3"]["rescue_episodes"]
+    assert logged["full@seed1/cliff_episodes"] == report["full@seed1"]["cliff_episodes"]
+    assert "cache3/excess/full@seed1/excess_cliffs" in logged
+    # a job that ended after its baseline logged the same numbers; one that ended before it had none to log
+    cache3 = by_job["1"].summary
+    if order.index("1") > order.index("0"):
+        assert cache3["cliff_episodes"] == report["cache3"]["cliff_episodes"]
+    else:
+        assert "cliff_episodes" not in cache3

@@ -36,7 +36,11 @@ _LAST_LAYER_UNUSED = re.compile(
 )
 
 
+SHOWN = 3  # tensors named per kind of mismatch in a load error
+
 # --------------------------------------------------------------------------------------------------------- metadata
+
+
 def _lerobot_processor(path: Path, name: str) -> dict[str, Any]:
     file = path / f"{name}.json"
     if not file.is_file():
@@ -219,8 +223,8 @@ def plan_load(
     if missing or unexpected or misshaped:
         parts = []
         for label, items in (("mis-shaped", misshaped), ("missing", missing), ("unexpected", sorted(unexpected))):
-            if items:
-                shown = "; ".join(items[:12]) + (f"; ... ({len(items) - 12} more)" if len(items) > 12 else "")
+            if items:  # a few name the problem; hundreds of shapes on one line bury it (and the hint after them)
+                shown = "; ".join(items[:SHOWN]) + (f"; ... ({len(items) - SHOWN} more)" if len(items) > SHOWN else "")
                 parts.append(f"{len(items)} {label}: {shown}")
         raise ValueError(f"{where} does not fit the Pi0.5 model: " + " | ".join(parts) + (f". {hint}" if hint else ""))
     return plan, sorted(skipped)
@@ -243,8 +247,8 @@ def plan_checkpoint(info: CheckpointInfo, expected: Mapping[str, tuple[int, ...]
     hint = ""
     if info.sizes_from_variants:
         hint = (
-            "Sizes came from the variant names in config.json; if the checkpoint holds other sizes, pass "
-            "model_sizes=<json with vlm/expert/vision/vocab_size>"
+            "Sizes came from the variant names in config.json; if the checkpoint holds other sizes, set "
+            "policy.model_sizes=<json with vlm/expert/vision/vocab_size>"
         )
     return plan_load(
         expected, shapes, info.layout, meta, info.sizes.vlm.depth, where=f"checkpoint {str(info.path)!r}", hint=hint

@@ -62,7 +62,9 @@ SIGLIP_SO400M = VisionSizes(width=1152, depth=27, num_heads=16, mlp_dim=4304, pa
 
 def variant_sizes(name: str) -> GemmaSizes:
     if name not in GEMMA_VARIANTS:
-        raise ValueError(f"unknown Gemma variant {name!r}: known {sorted(GEMMA_VARIANTS)}; pass model_sizes=<json>")
+        raise ValueError(
+            f"unknown Gemma variant {name!r}: known {sorted(GEMMA_VARIANTS)}; set policy.model_sizes=<json>"
+        )
     return GEMMA_VARIANTS[name]
 
 

@@ -128,7 +128,7 @@ def find_tokenizer(configured: str | None, hf_name: str | None, checkpoint_dir: 
     raise ValueError(
         "PaliGemma tokenizer not found offline; looked at "
         + ", ".join(tried)
-        + "; pass tokenizer=<path to tokenizer.model or its directory>"
+        + "; set policy.tokenizer=<path to tokenizer.model or its directory> (e.g. from google/paligemma-3b-pt-224)"
     )
 
 

@@ -44,11 +44,49 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+# the frontier's axes box in points (6.4 x 4.4 in figure, matplotlib's default margins): where labels land
+_AXES_PT = (357.0, 243.0)
+_CHAR_PT, _LINE_PT = 5.0, 11.0  # a character's width and a label line's height at font size 8
+
+
+def _ylim(ys: Sequence[float]) -> tuple[float, float]:
+    return min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102
+
+
+def frontier_layout(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The frontier plot's Pareto front (indices into ``rows``) and each label's offset in points. A control arm
+    (``control`` true) is `full` again under other noise: a reference point, not a mode to choose, so never on the
+    front. Labels are placed in row order, each on the first line (beside its point, then below it) where its box
+    overlaps no label placed before: `full` and its control arm share latency and nearly success, and their labels
+    once printed over each other."""
+    xs = [float(r["latency_mean_ms"]) for r in rows]
+    ys = [float(r["success_rate"]) * 100 for r in rows]
+    modes = [i for i, r in enumerate(rows) if not r.get("control")]
+    front = [modes[k] for k in pareto_front([(xs[i], ys[i]) for i in modes])]
+    low, high = _ylim(ys)
+    span_x = max(max(xs) * 1.05, 1e-9)  # matplotlib's 5% margin right of the largest latency
+    boxes: list[tuple[float, float, float, float]] = []
+    offsets = []
+    for i, row in enumerate(rows):
+        x = xs[i] / span_x * _AXES_PT[0]
+        y = (ys[i] - low) / (high - low) * _AXES_PT[1]
+        width = _CHAR_PT * len(str(row["label"]))
+        for line in range(len(rows) + 1):
+            dy = 4 - _LINE_PT * line
+            box = (x + 6, y + dy, x + 6 + width, y + dy + _LINE_PT)
+            if not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in boxes):
+                break
+        boxes.append(box)
+        offsets.append((6, int(dy)))
+    return front, offsets
+
+
 def frontier(
     rows: Sequence[dict[str, Any]], path: Path, title: str = "Success vs latency per cache mode"
 ) -> Path | None:
     """Success rate (Wilson 95% bars) against mean latency per inference, one point per mode, the Pareto front joined
-    (dominated modes in red). The mean, not the median, because it sets the sustained control rate of a mode that
+    (dominated modes in red; rows with ``control`` true, a control arm, in grey squares and off the front). The
+    mean, not the median, because it sets the sustained control rate of a mode that
     mixes full and cached frames. Rows need ``label``, ``mode``, ``latency_mean_ms``, ``success_rate``,
     ``success_ci_low``, ``success_ci_high``; rows missing either axis are left out (``None`` when none is left)."""
     rows = [r for r in rows if r.get("latency_mean_ms") is not None and r.get("success_rate") is not None]
@@ -59,26 +97,27 @@ def frontier(
     ys = np.array([r["success_rate"] for r in rows]) * 100
     yerr = np.array([[r["success_rate"] - r["success_ci_low"], r["success_ci_high"] - r["success_rate"]] for r in rows])
     yerr = np.maximum(yerr, 0.0)  # Wilson's bound at 0% or 100% can land an ulp inside the rate
-    front = pareto_front(list(zip(xs.tolist(), ys.tolist(), strict=True)))
+    front, offsets = frontier_layout(rows)
     if len(front) > 1:
         ax.plot(xs[front], ys[front], "-", color="#2ca02c", lw=1.5, alpha=0.7, label="Pareto front", zorder=1)
     for i, row in enumerate(rows):
-        color = "#1f4e9c" if row.get("mode") == "full" else "#d62728" if i not in front else "#2ca02c"
+        if row.get("control"):
+            color = "#7f7f7f"
+        else:
+            color = "#1f4e9c" if row.get("mode") == "full" else "#d62728" if i not in front else "#2ca02c"
         ax.errorbar(
             xs[i],
             ys[i],
             yerr=(yerr[i] * 100).reshape(2, 1),
-            fmt="o",
+            fmt="s" if row.get("control") else "o",
             color=color,
             capsize=3,
             zorder=2,
         )
-        # alternate label sides so neighbouring modes of similar latency stay readable
-        offset = (6, 6) if i % 2 == 0 else (6, -12)
-        ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
+        ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offsets[i], fontsize=8)
     ax.set_xlabel("mean latency per inference, ms")
     ax.set_ylabel("success rate, % (bar: Wilson 95%)")
-    ax.set_ylim(min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102)
+    ax.set_ylim(*_ylim(list(ys)))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.set_title(title)

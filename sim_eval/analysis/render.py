@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from sim_eval.analysis.pairs import paired_numbers
 from sim_eval.analysis.sections import (
     answer,
     cliffs,
@@ -61,6 +62,7 @@ def render(ctx: ReportContext) -> Path:
         section.render(ctx)
     target = ctx.out / REPORT_FILE
     target.write_text("\n".join(ctx.lines).rstrip() + "\n")
+    paired = paired_numbers(ctx.groups, ctx.pairings, ctx.excess)  # what the wandb logger logs (analysis.pairs)
     for group in ctx.groups:
         ctx.json["groups"][ctx.label[id(group)]] = {
             "policy": group.policy,
@@ -68,6 +70,7 @@ def render(ctx: ReportContext) -> Path:
             "seed": group.seed,
             "role": "baseline" if group.is_baseline else "control" if group.is_control else "mode",
             **ctx.headlines[id(group)],
+            "paired": paired[ctx.label[id(group)]],
         }
     (ctx.out / "report.json").write_text(json.dumps(ctx.json, indent=2, allow_nan=False) + "\n")
     return target

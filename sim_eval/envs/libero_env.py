@@ -8,6 +8,9 @@ the 8-D state and the language instruction. ``terminated`` is LIBERO's own succe
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import string
 import time
@@ -19,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies.base import ACTION_DIM, STATE_DIM, VIEWS
+from sim_eval.devices import unpinned_egl_default
 from sim_eval.envs.images import resize_with_pad
 from sim_eval.envs.simulator import colorspace_processor
 
@@ -66,11 +70,35 @@ def upright(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::-1, ::-1])
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+_ROBOSUITE_MACROS = _DropMessages("No private macro file", "It is recommended to use a private macro", "To setup, run")
+
+
+def quiet_dependencies() -> None:
+    """Silence what LIBERO's stack prints that tells a sim_eval user nothing: robosuite's three "private macro
+    file" warnings (printed twice: its own handler and Hydra's root one), PyOpenGL's INFO that its optional
+    accelerator is absent. The logger exists before robosuite configures it, and keeps the filter. Idempotent."""
+    robosuite_log = logging.getLogger("robosuite_logs")
+    if _ROBOSUITE_MACROS not in robosuite_log.filters:
+        robosuite_log.addFilter(_ROBOSUITE_MACROS)
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
+
+
 def task_info(suite: str, task_id: int) -> tuple[Any, Path, np.ndarray]:
     """LIBERO's task object, its BDDL file and its init states."""
+    quiet_dependencies()
     from libero.libero import benchmark, get_libero_path
 
-    task_suite = benchmark.get_benchmark_dict()[suite]()
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints an "[info] Applying task order" line each time
+        task_suite = benchmark.get_benchmark_dict()[suite]()
     task = task_suite.get_task(task_id)
     bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
     return task, bddl, task_suite.get_task_init_states(task_id)
@@ -95,6 +123,8 @@ class LiberoEnv(gym.Env):
         texture_colorspace: str = "linear",
     ):
         os.environ.setdefault("MUJOCO_GL", "egl")
+        quiet_dependencies()
+        unpinned_egl_default()  # a launcher's CUDA_VISIBLE_DEVICES="" would otherwise break robosuite's EGL set-up
         from libero.libero.envs.env_wrapper import ControlEnv
 
         self.suite, self.task_id = suite, int(task_id)

@@ -10,6 +10,7 @@ from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.control import ALPHA
 from sim_eval.analysis.sections.fmt import pct, pvalue
 from sim_eval.analysis.stats import inference_kind, parse_mode
+from sim_eval.config import standard_step_limit
 
 
 def _points(delta: float) -> str:
@@ -79,6 +80,20 @@ def _where(ctx: ReportContext, modes: list[Group]) -> list[str]:
     return lines
 
 
+def shortened(ctx: ReportContext) -> list[str]:
+    """``suite: N of M steps`` for every suite whose records ran under a step limit below their protocol's
+    (``eval.max_steps`` of a short test run): there a failure may be a timeout, not the model's."""
+    found = {}
+    for group in ctx.groups:
+        for record in group.records:
+            protocol = record.get("protocol") or {}
+            limit, suite = protocol.get("max_steps"), record.get("suite")
+            standard = standard_step_limit(str(protocol.get("name")), str(suite))
+            if isinstance(limit, int) and standard is not None and limit < standard:
+                found[str(suite)] = f"{suite}: {limit} of {standard} steps"
+    return [found[suite] for suite in sorted(found)]
+
+
 def render(ctx: ReportContext) -> None:
     modes = [g for g in ctx.groups if id(g) in ctx.pairings and not g.is_control and ctx.pairings[id(g)].n_pairs]
     if not modes:
@@ -109,6 +124,12 @@ def render(ctx: ReportContext) -> None:
             f"beyond chance (p < {ALPHA:g}); the largest paired loss is {_points(ctx.pairings[id(worst)].delta)} "
             f"(`{ctx.label[id(worst)]}`)."
         )
+    cut = shortened(ctx)
+    if cut:  # 0% there reads as a model failure when the episodes were cut short
+        lead = (
+            f"**Shortened episodes** (eval.max_steps below the protocol's limit; {', '.join(cut)}): successes the "
+            "full limit would allow may be missing, so rates here are not the protocol's. " + lead
+        )
     ctx.add(lead, "")
     for group in modes:
         ctx.add(f"- {_mode_sentence(ctx, group)}")
@@ -124,5 +145,6 @@ def render(ctx: ReportContext) -> None:
     ctx.json["answer"] = {
         "exceeding_control": [ctx.label[id(g)] for g in exceeding],
         "has_control": bool(ctx.controls),
+        "shortened": cut,
         "model": model,
     }

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from sim_eval.analysis.divergence import first_difference
-from sim_eval.analysis.paired import ExcessCliffs, excess_cliffs
-from sim_eval.analysis.runs import Group, baseline_of, build_groups, controls_of, load_runs
+from sim_eval.analysis.paired import ExcessCliffs
+from sim_eval.analysis.pairs import excess_by_group, labels, pairings
+from sim_eval.analysis.runs import Group, baseline_of, build_groups, load_runs
 from sim_eval.analysis.sections.fmt import rel
-from sim_eval.analysis.stats import Pairing, headline, pair_with_baseline, parse_mode
+from sim_eval.analysis.stats import Pairing, headline, parse_mode
 
 PLOTS_DIR = "report_plots"
 VIDEOS_DIR = "report_videos"
@@ -38,26 +39,14 @@ class ReportContext:
         self.max_traces = max_traces
         self.runs = load_runs(paths)
         self.groups = build_groups(self.runs)
-        one_policy = len({g.policy for g in self.groups}) == 1
-        self.label = {id(g): (g.name if one_policy else g.label) for g in self.groups}
+        self.label = labels(self.groups)
         self.records_by_key = {id(g): {r["key"]: r for r in g.records} for g in self.groups}
-        self.pairings: dict[int, Pairing] = {}
-        for group in self.groups:
-            base = baseline_of(group, self.groups)
-            if base is not None:
-                self.pairings[id(group)] = pair_with_baseline(base.records, group.records)
+        # the same pairings and excess cliffs the wandb logger logs (analysis.pairs)
+        self.pairings: dict[int, Pairing] = pairings(self.groups)
         self.headlines = {id(g): self._headline(g) for g in self.groups}
         self.controls = [g for g in self.groups if g.is_control and id(g) in self.pairings]
         # per cache mode: its cliffs against each control arm sharing its baseline, on the keys paired in both
-        self.excess: dict[int, list[tuple[Group, ExcessCliffs]]] = {
-            id(g): [
-                (c, excess_cliffs(self.pairings[id(g)], self.pairings[id(c)]))
-                for c in controls_of(g, self.groups)
-                if id(c) in self.pairings
-            ]
-            for g in self.groups
-            if id(g) in self.pairings
-        }
+        self.excess: dict[int, list[tuple[Group, ExcessCliffs]]] = excess_by_group(self.groups, self.pairings)
         # episodes re-run with videos (``--videos``): per group label and key, the re-run record holding a video
         self.reruns: dict[str, dict[str, dict[str, Any]]] = {}
         if video_paths:

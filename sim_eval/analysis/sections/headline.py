@@ -78,7 +78,8 @@ def render(ctx: ReportContext) -> None:
         ),
         "",
     )
-    rows = [{"label": ctx.label[id(g)], "mode": g.mode, **ctx.headlines[id(g)]} for g in ctx.groups]
+    rows = [{"label": ctx.label[id(g)], "mode": g.mode, "control": g.is_control, **ctx.headlines[id(g)]}
+            for g in ctx.groups]  # fmt: skip
     ctx.image(plots.frontier(rows, ctx.plot_dir / "frontier.png"), "success vs latency")
     suites = {}
     for group in ctx.groups:

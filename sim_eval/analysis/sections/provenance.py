@@ -4,6 +4,7 @@ the renderer and CPU its episodes ran on (the pixels, and so the episodes, depen
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sim_eval.analysis.sections.context import ReportContext
@@ -34,6 +35,18 @@ def _simulator(record: dict[str, Any]) -> str | None:
     return f"MuJoCo {ident['sim.mujoco']}, textures {ident.get('sim.texture_colorspace', '?')}"
 
 
+def _run_name(ctx: ReportContext, path: Path) -> str:
+    """A run's dir relative to the report, or, for inputs in a temporary dir (``input_label``), to its input: a
+    temporary path means nothing to a reader and changes with every regeneration."""
+    if ctx.input_label:
+        for base in ctx.paths:
+            try:
+                return str(path.relative_to(Path(base).resolve()))
+            except ValueError:
+                continue
+    return rel(path, ctx.out)
+
+
 def render(ctx: ReportContext) -> None:
     ctx.add("## Runs", "")
     labels = {}
@@ -45,7 +58,7 @@ def render(ctx: ReportContext) -> None:
         devices = [r.get("device") or {} for r in run.records]
         rows.append(
             [
-                f"`{rel(run.path, ctx.out)}`",
+                f"`{_run_name(ctx, run.path)}`",
                 ", ".join(f"`{x}`" for x in sorted(labels.get(str(run.path), ()))),
                 len(run.records),
                 _distinct([(r.get("info") or {}).get("code_commit") for r in run.records], "not recorded"),
