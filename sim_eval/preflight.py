@@ -16,10 +16,11 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim_eval import benchmarks
 from sim_eval.config import ConfigError, RunConfig, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("suite", "protocol", "policy", "logger", "arm")
+GROUPS = ("suite", "suites", "protocol", "policy", "logger", "arm")
 # Hydra flags after which the command line is Hydra's business (printing the config, help, shell completion...).
 HYDRA_FLAGS = (
     "--cfg", "-c", "--info", "-i", "--version", "--hydra-help", "--shell-completion", "-sc", "--resolve",
@@ -38,12 +39,36 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         choices = group_choices(name, conf_dir)
         for choice in value.split(","):
-            if choice.strip() not in choices:
-                raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
+            if choice.strip() in choices:
+                continue
+            if name == "suite":  # 83 names: the close ones, not all of them
+                raise ConfigError(benchmarks.unknown_suite_message(choice.strip()))
+            raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """A group's choices: its YAML files, and for ``suite`` / ``suites`` the benchmarks and presets derived from
+    the LIBERO package's table (registered in ``sim_eval.config.register_configs``)."""
+    if group == "suite":
+        return sorted(benchmarks.table())
+    if group == "suites":
+        return sorted(benchmarks.presets())
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def expand_suites(overrides: list[str], multirun: bool) -> list[str]:
+    """``suites=NAME`` as the sweep Hydra will run: the preset sets ``hydra.sweeper.params.suite``, which Hydra's
+    sweeper puts before the command line's sweeps, so the job order here is Hydra's."""
+    given = [o for o in overrides if o.lstrip("+~").partition("=")[0] == "suites"]
+    if not given:
+        return overrides
+    preset = given[-1].partition("=")[2].strip()
+    names = benchmarks.presets()[preset]
+    if not multirun:
+        raise ConfigError(f"suites={preset} is a group of {len(names)} suites: add -m to run one job per suite")
+    if any(o.lstrip("+~").partition("=")[0] == "suite" for o in overrides):
+        raise ConfigError(f"suites={preset} and suite= both name the suites: give one of them")
+    return [f"suite={','.join(names)}", *overrides]
 
 
 def split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
@@ -162,7 +187,8 @@ def preflight(argv: list[str]) -> list[Path]:
         return []
     multirun, overrides = split
     check_group_choices(overrides)
-    jobs = job_overrides(overrides, multirun)
+    swept_overrides = expand_suites(overrides, multirun)
+    jobs = job_overrides(swept_overrides, multirun)
     fresh = []
     for num, job in enumerate(jobs):
         try:
@@ -171,7 +197,7 @@ def preflight(argv: list[str]) -> list[Path]:
         except ConfigError as err:
             if not multirun:
                 raise
-            swept = [o for o in job if o not in overrides]  # this job's values of the swept keys
+            swept = [o for o in job if o not in swept_overrides]  # this job's values of the swept keys
             raise ConfigError(f"job {num} ({' '.join(swept) or 'defaults'}): {err}") from None
         if run_dir is not None and not run_dir.exists():
             fresh.append(run_dir.resolve())

@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies.base import ACTION_DIM, STATE_DIM, VIEWS
+from sim_eval.benchmarks import task_instruction
 from sim_eval.envs.images import resize_with_pad
 
 # LIBERO camera names behind our view names.
@@ -67,9 +68,11 @@ def upright(image: np.ndarray) -> np.ndarray:
 
 def task_info(suite: str, task_id: int) -> tuple[Any, Path, np.ndarray]:
     """LIBERO's task object, its BDDL file and its init states."""
-    from libero.libero import benchmark, get_libero_path
+    from libero.libero import get_libero_path
 
-    task_suite = benchmark.get_benchmark_dict()[suite]()
+    from sim_eval.benchmarks import quiet_suite
+
+    task_suite = quiet_suite(suite)
     task = task_suite.get_task(task_id)
     bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
     return task, bddl, task_suite.get_task_init_states(task_id)
@@ -103,7 +106,8 @@ class LiberoEnv(gym.Env):
         self.render_size = int(render_size)
         self.image_size = int(model_image_size) or self.render_size
         task, bddl, self.init_states = task_info(suite, task_id)
-        self.language = task.language
+        # openpi's instruction (the task name) on base suites; a perturbed suite's own words where it changes them
+        self.language = task_instruction(suite, task)
         self._env = ControlEnv(
             bddl_file_name=str(bddl),
             use_camera_obs=cameras,
