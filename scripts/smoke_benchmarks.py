@@ -114,8 +114,8 @@ def write_table(rows: list[dict]) -> None:
     table = benchmarks.live_registry()
     failures: dict[str, dict[str, str]] = {}
     for row in rows:
-        missing = table["benchmarks"][row["suite"]].get("missing", {})
-        if not row["ok"] and str(row["task"]) not in missing:
+        known = table["benchmarks"][row["suite"]].get("broken", {})
+        if not row["ok"] and str(row["task"]) not in known:
             failures.setdefault(row["suite"], {})[str(row["task"])] = "smoke: " + row["error"]
     table["generated_by"] = "python scripts/smoke_benchmarks.py --write"
     table["smoke_failures"] = failures
@@ -127,12 +127,13 @@ def main() -> None:
     parser.add_argument("--tasks", choices=("first", "all"), default="first")
     parser.add_argument("--only", nargs="*", help="benchmark names (default: every registered one)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--from-json", type=Path, help="rows of an earlier sweep (--json): table and --write only")
     parser.add_argument("--write", action="store_true", help="regenerate sim_eval/benchmarks.json")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     pairs = [p for p in plan(args.tasks) if not args.only or p[0] in args.only]
-    rows = []
-    for k, (name, task) in enumerate(pairs):
+    rows = json.loads(args.from_json.read_text()) if args.from_json else []
+    for k, (name, task) in enumerate([] if args.from_json else pairs):
         rows.append(smoke_task(name, task))
         print(f"[{k + 1}/{len(pairs)}] {name} task {task}: {'ok' if rows[-1]['ok'] else rows[-1]['error']}",
               file=sys.stderr, flush=True)  # fmt: skip

