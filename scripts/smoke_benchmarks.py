@@ -87,7 +87,7 @@ def markdown(rows: list[dict], only: list[str] | None = None) -> str:
         smoke = "; ".join(
             f"task {r['task']}: ok {r['build_s']:.1f} s / {r['reset_s']:.1f} s / {1000 * r['step_s']:.0f} ms"
             f"{', success check ran' if 'success' in r else ''}"
-            if r["ok"] else f"task {r['task']}: {r['error']}"
+            if r["ok"] else f"task {r['task']}: {_short(r['error'])}"
             for r in tried
         ) or "no tasks"  # fmt: skip
         refusal = bench.refusal()
@@ -105,7 +105,11 @@ def markdown(rows: list[dict], only: list[str] | None = None) -> str:
 
 def _reason(refusal: str) -> str:
     head, sep, tail = refusal.partition(": ")
-    return tail if sep and head.startswith("suite ") else refusal
+    return (tail if sep and head.startswith("suite ") else refusal).replace(f" in {benchmarks.package_label()}", "")
+
+
+def _short(error: str, width: int = 90) -> str:
+    return error if len(error) <= width else error[: width - 1] + "…"
 
 
 def write_table(rows: list[dict]) -> None:

@@ -212,7 +212,12 @@ def print_help() -> None:
     print("python -m sim_eval [-m] [KEY=VALUE ...]: closed-loop LIBERO evaluation (README.md).\n")
     print("Groups (GROUP=CHOICE; -m with CHOICE1,CHOICE2 sweeps):")
     for group in GROUPS:
-        print(f"  {group}: {', '.join(group_choices(group))}")
+        choices = group_choices(group)
+        if group == "suite":  # the refused ones are registered too, but listing them invites a run that cannot start
+            runnable = [name for name in choices if benchmarks.get(name).runnable]
+            refused = len(choices) - len(runnable)
+            choices = [*runnable, f"({refused} more registered and refused: docs/benchmarks.md section 4)"]
+        print(f"  {group}: {', '.join(choices)}")
     print("\nSettings and their defaults (KEY=VALUE, e.g. policy.cache=adaptive3 eval.episodes_per_task=5):\n")
     print(OmegaConf.to_yaml(cfg), end="")
     print("\nHydra's own options: python -m sim_eval --hydra-help")
