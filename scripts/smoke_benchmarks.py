@@ -84,12 +84,7 @@ def markdown(rows: list[dict], only: list[str] | None = None) -> str:
         if only and bench.name not in only:
             continue
         tried = by_suite.get(bench.name, [])
-        smoke = "; ".join(
-            f"task {r['task']}: ok {r['build_s']:.1f} s / {r['reset_s']:.1f} s / {1000 * r['step_s']:.0f} ms"
-            f"{', success check ran' if 'success' in r else ''}"
-            if r["ok"] else f"task {r['task']}: {_short(r['error'])}"
-            for r in tried
-        ) or "no tasks"  # fmt: skip
+        smoke = _smoke_cell(tried)
         refusal = bench.refusal()
         if refusal is None and bench.base_suite is None:
             refusal = "needs eval.max_steps (no base suite)"
@@ -101,6 +96,25 @@ def markdown(rows: list[dict], only: list[str] | None = None) -> str:
             f"{instruction} | {smoke} | {_reason(refusal) if refusal else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def _smoke_cell(tried: list[dict]) -> str:
+    """One benchmark's smoke runs in a cell: the passing tasks (each reset, stepped and checked for success by
+    LIBERO) with their times (medians over tasks when several), and the failing ones with their errors."""
+    if not tried:
+        return "no tasks"
+    ok = [r for r in tried if r["ok"]]
+    parts = []
+    if ok:
+        tasks = f"task {ok[0]['task']}" if len(ok) == 1 else f"{len(ok)}/{len(tried)} tasks"
+        times = [float(np.median([r[key] for r in ok])) for key in ("build_s", "reset_s", "step_s")]
+        parts.append(f"{tasks}: ok {times[0]:.1f} s / {times[1]:.1f} s / {1000 * times[2]:.0f} ms")
+    failed = [r for r in tried if not r["ok"]]
+    if failed:
+        errors = sorted({_short(r["error"]) for r in failed})
+        which = f"task {failed[0]['task']}" if len(failed) == 1 else f"{len(failed)} tasks"
+        parts.append(f"{which}: {'; '.join(errors)}")
+    return "; ".join(parts)
 
 
 def _reason(refusal: str) -> str:
