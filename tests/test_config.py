@@ -99,6 +99,10 @@ def test_cache_mode_grammar_rejects(text):
         (["policy=constant", "suite=libero_goal_with_milk"], "ships 10 init states per task"),
         (["policy=constant", "suites=pert_swap"], "suites=pert_swap is a group of 4 suites: add -m"),
         (["policy=constant", "-m", "suites=pert_swap", "suite=libero_10"], "give one of them"),
+        (
+            ["policy=constant", "-m", "suites=pert_with_milk"],
+            "job 0 (suite=libero_goal_with_milk): suite libero_goal_with_milk ships 10 init states",
+        ),  # fmt: skip
         (["policy=constant", "suite=libero_spatial,libero_bar"], "unknown suite 'libero_bar'"),
         (["policy.cache=adaptiv3", f"policy.checkpoint={FIXTURES / 'tiny_lerobot'}"], "invalid cache mode 'adaptiv3'"),
         (["policy.cache=cache0", f"policy.checkpoint={FIXTURES / 'tiny_lerobot'}"], "invalid cache mode 'cache0'"),
