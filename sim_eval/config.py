@@ -328,7 +328,8 @@ class RunConfig:
             refusal = benchmarks.get(self.suite.name).refusal(self.task_ids)
             _require(refusal is None, str(refusal))
         if isinstance(self.protocol, ProtocolConfig):
-            # Init state i drives episode i; LIBERO ships one init state per protocol trial.
+            # Init state i drives episode i; LIBERO ships one init state per protocol trial (a few perturbed suites
+            # fewer, checked below).
             trials, first = self.protocol.trials_per_task, self.eval.first_episode
             if isinstance(self.suite, SuiteConfig):
                 _require(

@@ -51,6 +51,11 @@ def test_names_split_into_base_suite_and_perturbation(name, base, perturbation, 
     assert benchmarks.dimension(perturbation) == dimension
 
 
+def test_every_registered_perturbation_has_a_libero_pro_dimension():
+    for bench in benchmarks.table().values():
+        assert bench.dimension in (*benchmarks.DIMENSIONS, "none"), bench.name
+
+
 @pytest.mark.parametrize(
     ("suite", "protocol", "steps", "source"),
     [
