@@ -78,7 +78,14 @@ def run_meta(run: RunConfig, ident: dict[str, Any] | None = None) -> dict[str, A
         "cache_mode": run.policy.cache_mode,
         # eval.seed moves the flow-matching noise stream: the report tells a `full` control arm apart by it
         "seed": run.eval.seed,
-        "protocol": {**dataclasses.asdict(run.protocol), "max_steps": run.max_steps},
+        # the suite as LIBERO-PRO names it: which base suite it perturbs, how, and whose step limit it ran under
+        "base_suite": run.suite.base_suite,
+        "perturbation": run.suite.perturbation,
+        "protocol": {
+            **dataclasses.asdict(run.protocol),
+            "max_steps": run.max_steps,
+            "max_steps_from": "eval.max_steps" if run.eval.max_steps else run.step_limit_suite,
+        },
         "shard": dataclasses.asdict(run.eval.shard),
         "identity": identity(run) if ident is None else ident,
         "info": run_info(run),

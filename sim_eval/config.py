@@ -20,9 +20,9 @@ from policies.base import VIEWS
 from policies.cache import DEFAULT_THRESHOLD
 from policies.cache_mode import CacheMode
 from policies.pi05.config import KERNELS
+from sim_eval import benchmarks
+from sim_eval.benchmarks import BASE_SUITES
 
-# Number of tasks per suite, as LIBERO's benchmark registry defines them (checked against LIBERO in the tests).
-SUITE_TASKS = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
 VIDEO_MODES = ("all", "failures", "none")
 LOGGER_MODES = ("online", "offline", "disabled")
 SERVERS = ("none", "batched")
@@ -66,14 +66,28 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass
 class SuiteConfig:
+    """A benchmark the installed LIBERO package registers (``sim_eval.benchmarks``); everything else about it (task
+    count, base suite, perturbation, broken tasks) is derived from its name and the package, not configured."""
+
     name: str = MISSING
 
     def __post_init__(self) -> None:
-        _require(self.name in SUITE_TASKS, f"unknown suite {self.name!r}: allowed are {', '.join(SUITE_TASKS)}")
+        _require(self.name in benchmarks.table(), benchmarks.unknown_suite_message(self.name))
+        bench = benchmarks.get(self.name)
+        if not bench.runnable:
+            raise ConfigError(bench.refusal())
 
     @property
     def n_tasks(self) -> int:
-        return SUITE_TASKS[self.name]
+        return benchmarks.get(self.name).n_tasks
+
+    @property
+    def base_suite(self) -> str | None:
+        return benchmarks.get(self.name).base_suite
+
+    @property
+    def perturbation(self) -> str | None:
+        return benchmarks.get(self.name).perturbation
 
 
 @dataclass
@@ -105,7 +119,7 @@ class ProtocolConfig:
         _require(self.replan_steps >= 1, f"protocol.replan_steps={self.replan_steps}: must be >= 1")
         _require(self.render_size >= 16, f"protocol.render_size={self.render_size}: must be >= 16")
         _require(self.model_image_size >= 0, f"protocol.model_image_size={self.model_image_size}: must be >= 0")
-        missing = sorted(set(SUITE_TASKS) - set(self.max_steps))
+        missing = sorted(set(BASE_SUITES) - set(self.max_steps))
         _require(not missing, f"protocol.max_steps lacks suites {missing}")
         for suite, steps in self.max_steps.items():
             _require(steps >= 1, f"protocol.max_steps.{suite}={steps}: must be >= 1")
@@ -362,9 +376,27 @@ class RunConfig:
                 _require(0 <= task < self.suite.n_tasks, f"eval.tasks has task id {task}: {allowed}")
             twice = sorted({t for t in self.eval.tasks if list(self.eval.tasks).count(t) > 1})
             _require(not twice, f"eval.tasks names task {twice[0] if twice else ''} twice: each task runs once")
+        if isinstance(self.suite, SuiteConfig):
+            refusal = benchmarks.get(self.suite.name).refusal(self.task_ids)
+            _require(refusal is None, str(refusal))
         if isinstance(self.protocol, ProtocolConfig):
-            # Init state i drives episode i; LIBERO ships one init state per protocol trial.
+            # Init state i drives episode i; LIBERO ships one init state per protocol trial (a few perturbed suites
+            # fewer, checked below).
             trials, first = self.protocol.trials_per_task, self.eval.first_episode
+            if isinstance(self.suite, SuiteConfig):
+                _require(
+                    self.eval.max_steps is not None or self.step_limit_suite is not None,
+                    f"suite {self.suite.name} extends no base suite, so no protocol step limit applies: give "
+                    "eval.max_steps=N",
+                )
+                # a perturbed suite may ship fewer init states than the protocol has trials
+                shipped = benchmarks.get(self.suite.name).init_states
+                _require(
+                    shipped >= trials or self.eval.episodes_per_task is not None,
+                    f"suite {self.suite.name} ships {shipped} init states per task, fewer than "
+                    f"protocol.trials_per_task={trials}: give eval.episodes_per_task=1..{shipped - first}",
+                )
+                trials = min(trials, shipped)
             _require(first < trials, f"eval.first_episode={first}: allowed are 0..{trials - 1}")
             if self.eval.episodes_per_task is not None:
                 _require(
@@ -401,8 +433,17 @@ class RunConfig:
         return range(self.eval.first_episode, self.eval.first_episode + self.episodes_per_task)
 
     @property
+    def step_limit_suite(self) -> str | None:
+        """The suite whose protocol step limit this run inherits: the suite itself when the protocol names it, else
+        its base suite (a perturbed suite runs as long as its base suite, as LIBERO-PRO runs it)."""
+        if self.suite.name in self.protocol.max_steps:
+            return self.suite.name
+        base = self.suite.base_suite
+        return base if base in self.protocol.max_steps else None
+
+    @property
     def max_steps(self) -> int:
-        return self.eval.max_steps or self.protocol.max_steps[self.suite.name]
+        return self.eval.max_steps or self.protocol.max_steps[self.step_limit_suite]
 
 
 def standard_step_limit(protocol: str, suite: str) -> int | None:
@@ -427,6 +468,14 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="suite", name="suite_schema", node=SuiteConfig)
+    # One choice per registered benchmark and one per named group of them (sim_eval.benchmarks): derived from the
+    # package's table, so no YAML is written per perturbation. A ``suites`` preset sets the sweeper's parameters,
+    # so ``-m suites=base_libero_object`` runs one job per suite of the group (Hydra's own multirun).
+    for name in benchmarks.table():
+        store.store(group="suite", name=name, node={"name": name})
+    for preset, names in benchmarks.presets().items():
+        node = {"hydra": {"sweeper": {"params": {"suite": ",".join(names)}}}}
+        store.store(group="suites", name=preset, node=node, package="_global_")
     store.store(group="protocol", name="protocol_schema", node=ProtocolConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
     store.store(group="policy", name="pi05_schema", node=Pi05PolicyConfig)

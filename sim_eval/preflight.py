@@ -18,10 +18,11 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim_eval import benchmarks
 from sim_eval.config import ConfigError, RunConfig, plain_message, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("suite", "protocol", "policy", "logger", "arm")
+GROUPS = ("suite", "suites", "protocol", "policy", "logger", "arm")
 # Hydra flags after which the command line is Hydra's business (printing the config, help, shell completion...).
 HYDRA_FLAGS = (
     "--cfg", "-c", "--info", "-i", "--version", "--hydra-help", "--shell-completion", "-sc", "--resolve",
@@ -40,12 +41,36 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         choices = group_choices(name, conf_dir)
         for choice in value.split(","):
-            if choice.strip() not in choices:
-                raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
+            if choice.strip() in choices:
+                continue
+            if name == "suite":  # 83 names: the close ones, not all of them
+                raise ConfigError(benchmarks.unknown_suite_message(choice.strip()))
+            raise ConfigError(f"unknown {name} {choice.strip()!r}: allowed are {', '.join(choices)}")
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """A group's choices: its YAML files, and for ``suite`` / ``suites`` the benchmarks and presets derived from
+    the LIBERO package's table (registered in ``sim_eval.config.register_configs``)."""
+    if group == "suite":
+        return sorted(benchmarks.table())
+    if group == "suites":
+        return sorted(benchmarks.presets())
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def expand_suites(overrides: list[str], multirun: bool) -> list[str]:
+    """``suites=NAME`` as the sweep Hydra will run: the preset sets ``hydra.sweeper.params.suite``, which Hydra's
+    sweeper puts before the command line's sweeps, so the job order here is Hydra's."""
+    given = [o for o in overrides if o.lstrip("+~").partition("=")[0] == "suites"]
+    if not given:
+        return overrides
+    preset = given[-1].partition("=")[2].strip()
+    names = benchmarks.presets()[preset]
+    if not multirun:
+        raise ConfigError(f"suites={preset} is a group of {len(names)} suites: add -m to run one job per suite")
+    if any(o.lstrip("+~").partition("=")[0] == "suite" for o in overrides):
+        raise ConfigError(f"suites={preset} and suite= both name the suites: give one of them")
+    return [f"suite={','.join(names)}", *overrides]
 
 
 def split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
@@ -267,10 +292,11 @@ def preflight(argv: list[str]) -> list[Path]:
         return []
     multirun, overrides = split
     check_group_choices(overrides)
-    jobs = job_overrides(overrides, multirun)
+    swept_overrides = expand_suites(overrides, multirun)
+    jobs = job_overrides(swept_overrides, multirun)
     fresh, runs = [], []
     for num, job in enumerate(jobs):
-        swept = " ".join(o for o in job if o not in overrides) or "defaults"  # this job's values of the swept keys
+        swept = " ".join(o for o in job if o not in swept_overrides) or "defaults"  # the swept keys' values
         try:
             run, run_dir = compose_job(job, num if multirun else None)
             check_job(run, run_dir)
@@ -296,7 +322,12 @@ def print_help() -> None:
     print("python -m sim_eval [-m] [KEY=VALUE ...]: closed-loop LIBERO evaluation (README.md).\n")
     print("Groups (GROUP=CHOICE; -m with CHOICE1,CHOICE2 sweeps):")
     for group in GROUPS:
-        print(f"  {group}: {', '.join(group_choices(group))}")
+        choices = group_choices(group)
+        if group == "suite":  # the refused ones are registered too, but listing them invites a run that cannot start
+            runnable = [name for name in choices if benchmarks.get(name).runnable]
+            refused = len(choices) - len(runnable)
+            choices = [*runnable, f"({refused} more registered and refused: docs/benchmarks.md section 4)"]
+        print(f"  {group}: {', '.join(choices)}")
     print("\nSettings and their defaults (KEY=VALUE, e.g. policy.cache=adaptive3 eval.episodes_per_task=5):\n")
     print(OmegaConf.to_yaml(cfg), end="")
     print("\nHydra's own options: python -m sim_eval --hydra-help")

@@ -131,9 +131,10 @@ def heatmap(
     mode_labels: Sequence[str],
     cells: Sequence[Sequence[tuple[int, int] | None]],
     path: Path,
+    title: str = "Per-task success (successes / finished episodes)",
 ) -> Path | None:
-    """Tasks x modes success heat map; ``cells[i][j]`` = (successes, finished) or ``None`` (not run / no finished
-    episode, drawn blank)."""
+    """Rows (tasks, or perturbation families) x modes success heat map; ``cells[i][j]`` = (successes, finished) or
+    ``None`` (not run / no finished episode, drawn blank)."""
     if not task_labels or not mode_labels:
         return None
     rates = np.array([[c[0] / c[1] if c and c[1] else np.nan for c in row] for row in cells], dtype=float)
@@ -147,7 +148,7 @@ def heatmap(
     ax.set_xticks(range(len(mode_labels)), mode_labels, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(task_labels)), task_labels, fontsize=7)
     fig.colorbar(image, ax=ax, label="success %", fraction=0.04)
-    ax.set_title("Per-task success (successes / finished episodes)")
+    ax.set_title(title)
     return _save(fig, path)
 
 

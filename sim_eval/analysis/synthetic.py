@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from sim_eval.analysis.stats import parse_mode
+from sim_eval.benchmarks import split_name
 from sim_eval.records import EPISODES_FILE, episode_key, write_summary
 
 SPATIAL_TASKS = [
@@ -146,17 +147,19 @@ def make_sweep(
     suite: str = "libero_spatial",
     policy: str = "pi05",
     control_seed: int | None = None,
+    task_success: tuple[float, float] = (0.88, 1.0),
 ) -> Path:
     """Write one job dir per mode (``0/``, ``1/``, ...) under ``out_dir`` plus ``multirun.yaml``; return ``out_dir``.
 
     ``errors`` makes one ``full`` episode and one episode of each ``cache<N>`` mode crash; ``missing`` drops that
     many trailing episodes from the last mode's run (an interrupted run); ``videos`` gives failures (cliffs among
     them) an mp4 path and writes a placeholder file there (tests of the links; not a playable video);
-    ``control_seed`` adds a last job, ``full`` at ``eval.seed=control_seed`` (the modes run at ``eval.seed=0``)."""
+    ``control_seed`` adds a last job, ``full`` at ``eval.seed=control_seed`` (the modes run at ``eval.seed=0``);
+    ``task_success``: the range the ``full`` success probability of each task is drawn from."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task_rng = np.random.default_rng([seed, 1])
-    spec = _Spec(seed, suite, policy, tasks, episodes, task_rng.uniform(0.88, 1.0, size=tasks), threshold, lags,
+    spec = _Spec(seed, suite, policy, tasks, episodes, task_rng.uniform(*task_success, size=tasks), threshold, lags,
                  shadow, errors, videos)  # fmt: skip
     jobs = [(mode, 0) for mode in modes] + ([("full", control_seed)] if control_seed is not None else [])
     overrides_all = [f"policy.cache={','.join(modes)}"]
@@ -197,6 +200,18 @@ def make_sweep(
                 handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         write_summary(run, records)
     return out
+
+
+def make_family_sweeps(
+    out_dir: str | Path, suites: dict[str, tuple[float, float]], *, seed: int = 0, **sweep: Any
+) -> list[Path]:
+    """One ``make_sweep`` per suite under ``out_dir/<suite>`` (the same modes, so the report pairs each suite's modes
+    with its ``full``), each suite's tasks succeeding under ``full`` with a probability drawn from its range (a
+    perturbation that hurts: a lower range); return the sweep dirs."""
+    return [
+        make_sweep(Path(out_dir) / suite, suite=suite, seed=seed + k, task_success=success, **sweep)
+        for k, (suite, success) in enumerate(suites.items())
+    ]
 
 
 @dataclass
@@ -292,6 +307,8 @@ def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir:
     return {
         "key": episode_key(suite, task, ep),
         "suite": suite,
+        "base_suite": split_name(suite)[0],
+        "perturbation": split_name(suite)[1],
         "task_id": task,
         "task_language": SPATIAL_TASKS[task % len(SPATIAL_TASKS)],
         "episode_index": ep,

@@ -25,13 +25,12 @@ def first_frame_means(
 ) -> dict[str, np.ndarray]:
     """Per view, the mean colour (0-1, R G B) over the first frames (init state ``init_state``, after the protocol's
     wait steps, upright as the training data) of every task of ``suites``, each task weighted alike."""
-    from libero.libero import benchmark
-
+    from sim_eval import benchmarks
     from sim_eval.envs.libero_env import LiberoEnv
 
     sums: dict[str, list[np.ndarray]] = {}
     for suite in suites:
-        for task in range(benchmark.get_benchmark_dict()[suite]().n_tasks):
+        for task in range(benchmarks.get(suite).n_tasks):
             env = LiberoEnv(
                 suite, task, max_steps=1, model_image_size=image_size, texture_colorspace=texture_colorspace
             )

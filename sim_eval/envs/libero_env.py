@@ -8,8 +8,6 @@ the 8-D state and the language instruction. ``terminated`` is LIBERO's own succe
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import string
@@ -22,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies.base import ACTION_DIM, STATE_DIM, VIEWS
+from sim_eval.benchmarks import task_instruction
 from sim_eval.devices import unpinned_egl_default
 from sim_eval.envs.images import resize_with_pad
 from sim_eval.envs.simulator import colorspace_processor
@@ -95,10 +94,11 @@ def quiet_dependencies() -> None:
 def task_info(suite: str, task_id: int) -> tuple[Any, Path, np.ndarray]:
     """LIBERO's task object, its BDDL file and its init states."""
     quiet_dependencies()
-    from libero.libero import benchmark, get_libero_path
+    from libero.libero import get_libero_path
 
-    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints an "[info] Applying task order" line each time
-        task_suite = benchmark.get_benchmark_dict()[suite]()
+    from sim_eval.benchmarks import quiet_suite
+
+    task_suite = quiet_suite(suite)
     task = task_suite.get_task(task_id)
     bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
     return task, bddl, task_suite.get_task_init_states(task_id)
@@ -135,7 +135,8 @@ class LiberoEnv(gym.Env):
         self.render_size = int(render_size)
         self.image_size = int(model_image_size) or self.render_size
         task, bddl, self.init_states = task_info(suite, task_id)
-        self.language = task.language
+        # openpi's instruction (the task name) on base suites; a perturbed suite's own words where it changes them
+        self.language = task_instruction(suite, task)
         self._env = ControlEnv(
             bddl_file_name=str(bddl),
             use_camera_obs=cameras,
