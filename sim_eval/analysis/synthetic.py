@@ -9,6 +9,9 @@ so (``synthetic: true``). The generative story is meant to exercise everything t
 * a cached frame's shadow cosine falls with the MAE to its last full frame; a ``full`` success becomes a failure
   (a *cliff*) with high probability when a cached frame during the grasp burst has cosine < 0.5, and rarely otherwise;
   a ``full`` failure occasionally becomes a success (a *rescue*);
+* ``replay<N>`` (the zero-compute arm) answers between its full frames without the model: ``replayed`` frames with
+  ``infer_ms`` 0 and no pixel MAE or shadow; their staleness risks a cliff during the grasp burst as a cached
+  frame's does;
 * ``adaptive<N>`` refreshes when the max-over-views MAE reaches the threshold, so it suffers fewer cliffs than
   ``cache<N>`` at a higher refresh fraction;
 * a cliff episode follows the ``full`` episode exactly up to its worst cached grasp frame and departs after it (the
@@ -98,24 +101,31 @@ def _episode(
         lag_mae = [round(_lag(motion, t, k), 3) for k in range(1, min(lags, t) + 1)]
         scheduled = kind == "full" or since_full is None or since_full + 1 >= (period or 1)
         forced, mae_full = False, None
+        replayed = kind == "replay" and not scheduled
         if since_full is not None:
             # like the controller: MAE against the last full frame's inputs on every frame once one exists
             mae_full = _lag(motion, t, since_full + 1)
             wrist = mae_full * rng.uniform(0.95, 1.05)
             agent = mae_full * rng.uniform(0.35, 0.8)
-            info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
+            if kind != "replay":  # replay<N> looks at no image between its full frames
+                info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
             forced = kind == "adaptive" and not scheduled and max(agent, wrist) >= threshold
         used_full = scheduled or forced
         if not used_full and t in grasp and mae_full > cause_mae:
             cause, cause_mae = t, mae_full
-        if not used_full and shadow:
+        if not used_full and (shadow or replayed):
+            # a stale plan hurts a replayed frame as a stale prefix hurts a cached one; only the latter is shadowed
             cos = _shadow_cos(rng, mae_full)
-            info["shadow_cos"] = round(cos, 6)
-            info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 6)
+            if not replayed:
+                info["shadow_cos"] = round(cos, 6)
+                info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 6)
             if t in grasp:
                 worst_grasp_cos = min(worst_grasp_cos, cos)
         since_full = 0 if used_full else since_full + 1
-        info.update(_latency(rng, "full" if used_full else "cached", mae_full is not None))
+        if replayed:
+            info.update({"infer_ms": 0.0, "prefix_ms": 0.0, "denoise_ms": 0.0, "replayed": True})
+        else:
+            info.update(_latency(rng, "full" if used_full else "cached", mae_full is not None))
         info.update({"used_full": used_full, "forced_refresh": forced, "window_pos": since_full, "infer_index": t})
         info["lag_mae"] = lag_mae
         inferences.append(info)
