@@ -77,7 +77,8 @@ def test_refused_when_the_chunk_is_too_short():
     with pytest.raises(ValueError) as err:
         CacheMode.parse("replay3").check_chunk(CHUNK, REPLAN)
     assert str(err.value) == (
-        "cache mode replay3 needs 3 x protocol.replan_steps=5 = 15 actions of one chunk, but the policy's chunk holds 10"
+        "cache mode replay3 needs 3 x protocol.replan_steps=5 = 15 actions of one chunk, "
+        "but the policy's chunk holds 10"
     )
     with pytest.raises(ValueError, match="replay3 needs 3 x"):
         ReplayPolicy(ChunkPolicy(), "replay3", REPLAN, CHUNK)
