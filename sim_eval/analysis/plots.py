@@ -45,17 +45,23 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def frontier(
-    rows: Sequence[dict[str, Any]], path: Path, title: str = "Success vs latency per cache mode"
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str = "Success vs latency per cache mode",
+    x: str = "latency_mean_ms",
+    xlabel: str = "mean latency per inference, ms",
 ) -> Path | None:
     """Success rate (Wilson 95% bars) against mean latency per inference, one point per mode, the Pareto front joined
     (dominated modes in red). The mean, not the median, because it sets the sustained control rate of a mode that
     mixes full and cached frames. Rows need ``label``, ``mode``, ``latency_mean_ms``, ``success_rate``,
-    ``success_ci_low``, ``success_ci_high``; rows missing either axis are left out (``None`` when none is left)."""
-    rows = [r for r in rows if r.get("latency_mean_ms") is not None and r.get("success_rate") is not None]
+    ``success_ci_low``, ``success_ci_high``; rows missing either axis are left out (``None`` when none is left).
+    ``x`` names another cost axis (``compute_ms_per_step``: policy compute per control step, where a zero-compute
+    frame costs 0 and a mode inferring less often costs less)."""
+    rows = [r for r in rows if r.get(x) is not None and r.get("success_rate") is not None]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs = np.array([r["latency_mean_ms"] for r in rows])
+    xs = np.array([r[x] for r in rows])
     ys = np.array([r["success_rate"] for r in rows]) * 100
     yerr = np.array([[r["success_rate"] - r["success_ci_low"], r["success_ci_high"] - r["success_rate"]] for r in rows])
     yerr = np.maximum(yerr, 0.0)  # Wilson's bound at 0% or 100% can land an ulp inside the rate
@@ -76,7 +82,7 @@ def frontier(
         # alternate label sides so neighbouring modes of similar latency stay readable
         offset = (6, 6) if i % 2 == 0 else (6, -12)
         ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
-    ax.set_xlabel("mean latency per inference, ms")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("success rate, % (bar: Wilson 95%)")
     ax.set_ylim(min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102)
     ax.set_xlim(left=0)

@@ -4,6 +4,7 @@ numbers of the sections below, for the model the records name."""
 
 from __future__ import annotations
 
+from sim_eval.analysis.compute import Arm, zero_compute_sentence
 from sim_eval.analysis.divergence import divergence_point
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
@@ -79,6 +80,18 @@ def _where(ctx: ReportContext, modes: list[Group]) -> list[str]:
     return lines
 
 
+def arms(ctx: ReportContext) -> list[Arm]:
+    """Every mode with finished, timed episodes as the zero-compute comparison sees it (control arms left out)."""
+    out = []
+    for group in ctx.groups:
+        h = ctx.headlines[id(group)]
+        if group.is_control or h["success_rate"] is None or h["compute_ms_per_step"] is None:
+            continue
+        kind = parse_mode(group.mode)[0]
+        out.append(Arm(ctx.label[id(group)], kind, h["success_rate"], h["compute_ms_per_step"], h["finished"]))
+    return out
+
+
 def render(ctx: ReportContext) -> None:
     modes = [g for g in ctx.groups if id(g) in ctx.pairings and not g.is_control and ctx.pairings[id(g)].n_pairs]
     if not modes:
@@ -113,6 +126,9 @@ def render(ctx: ReportContext) -> None:
     for group in modes:
         ctx.add(f"- {_mode_sentence(ctx, group)}")
     ctx.add("")
+    zero = zero_compute_sentence(arms(ctx))
+    if zero:
+        ctx.add(zero + " (Compute = policy inference time per control step; see Headline.)", "")
     ladder = sorted((g for g in modes if parse_mode(g.mode)[0] == "cache"), key=lambda g: parse_mode(g.mode)[1])
     if len(ladder) >= 2:
         steps = [ctx.baseline(ladder[0]), *ladder]
@@ -124,5 +140,6 @@ def render(ctx: ReportContext) -> None:
     ctx.json["answer"] = {
         "exceeding_control": [ctx.label[id(g)] for g in exceeding],
         "has_control": bool(ctx.controls),
+        "zero_compute": zero,
         "model": model,
     }
