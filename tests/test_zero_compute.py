@@ -69,3 +69,4 @@ def test_report_answers_against_the_zero_compute_arm_and_plots_compute(tmp_path)
     replay = data["groups"]["replay2"]
     assert replay["compute_ms_per_step"] < data["groups"]["cache2"]["compute_ms_per_step"]
     assert replay["latency_p50_ms"] > 0  # the median inference of replay2 is a full one; replayed frames cost 0
+    assert "## Published real-Pi0.5 numbers" in text and "## Mechanism" in text
