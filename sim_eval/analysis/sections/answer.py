@@ -37,10 +37,15 @@ def _mode_sentence(ctx: ReportContext, group: Group) -> str:
     return text + "."
 
 
+def _reused(group: Group) -> str:
+    """The inference kind that reuses instead of computing in ``group``: replayed frames for ``replay<N>``."""
+    return "replayed" if parse_mode(group.mode)[0] == "replay" else "cached"
+
+
 def _departures(ctx: ReportContext, group: Group, keys: list[str]) -> tuple[int, int | None, int]:
     """Over ``keys``: how many episodes depart from the baseline's (``divergence_point``), their median (lower)
-    departure inference, and in how many the inference whose actions made the departure was a cached frame (the
-    one before, when the inputs are what departed)."""
+    departure inference, and in how many the inference whose actions made the departure was a cached (for
+    ``replay<N>``: replayed) frame (the one before, when the inputs are what departed)."""
     base = ctx.records_by_key[id(ctx.baseline(group))]
     mine = ctx.records_by_key[id(group)]
     found, cached = [], 0
@@ -51,7 +56,7 @@ def _departures(ctx: ReportContext, group: Group, keys: list[str]) -> tuple[int,
         found.append(div.index)
         source = div.index - 1 if div.cause == "inputs" else div.index
         infs = mine[key].get("inferences") or []
-        cached += 0 <= source < len(infs) and inference_kind(infs[source]) == "cached"
+        cached += 0 <= source < len(infs) and inference_kind(infs[source]) == _reused(group)
     median = sorted(found)[(len(found) - 1) // 2] if found else None
     return len(found), median, cached
 
@@ -65,7 +70,7 @@ def _where(ctx: ReportContext, modes: list[Group]) -> list[str]:
             lines.append(
                 f"under `{ctx.label[id(group)]}`, {n} of {len(cliffs)} cliff episodes depart from `full` by "
                 f"inference {median} (median), and in {cached} of them the actions that departed came from a "
-                "cached frame"
+                f"{_reused(group)} frame"
             )
     for control in ctx.controls[:1]:
         pairing = ctx.pairings[id(control)]
