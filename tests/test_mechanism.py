@@ -82,3 +82,19 @@ def test_a_cliff_departs_in_the_phase_of_the_full_episode_at_its_divergence_poin
     assert departure_phase(base, base) is None  # never departs
     counts = departure_phases([(base, mode), (base, base)])
     assert dict(counts) == {"grasp": 1}
+
+
+def test_synthetic_records_carry_the_mechanism_fields_and_the_zero_compute_mode(tmp_path):
+    from sim_eval.analysis.runs import build_groups, load_runs
+    from sim_eval.analysis.stats import inference_kind
+    from sim_eval.analysis.synthetic import make_sweep
+
+    sweep = make_sweep(tmp_path, modes=("full", "cache2", "replay2"), tasks=2, episodes=2, errors=False, missing=0)
+    groups = {g.mode: {r["key"]: r for r in g.records} for g in build_groups(load_runs([sweep]))}
+    record = groups["replay2"]["libero_spatial/0/0"]
+    infs = record["inferences"]
+    assert [inference_kind(i) for i in infs[:4]] == ["full", "replayed", "full", "replayed"]
+    assert infs[1]["infer_ms"] == 0.0 and "pixel_mae" not in infs[1]
+    assert phases(record)[0] == "approach" and "grasp" in phases(record)
+    full, cached = groups["full"]["libero_spatial/0/0"], groups["cache2"]["libero_spatial/0/0"]
+    assert replay_summary(replay_frames(full, cached))["replay_fraction"] > 0.5

@@ -17,6 +17,8 @@ so (``synthetic: true``). The generative story is meant to exercise everything t
 * a cliff episode follows the ``full`` episode exactly up to its worst cached grasp frame and departs after it (the
   scene motion, hence the recorded lag MAE, changes from the next inference on): the divergence point the report
   looks for;
+* every inference carries executed actions, gripper opening and eef height (``_mechanism``): cached frames re-play
+  their full frame's plan, the phases follow the motion bursts;
 * a success takes a few more steps under a cache mode (dithering) and a few more or fewer under another noise seed;
 * ``control_seed`` adds a *control arm*: ``full`` at another ``eval.seed``, whose outcomes flip by chance alone and
   whose path departs from the baseline's from the first inference (other noise, other actions);
@@ -130,6 +132,44 @@ def _episode(
         info["lag_mae"] = lag_mae
         inferences.append(info)
     return inferences, worst_grasp_cos, cause
+
+
+def _mechanism(rng: np.random.Generator, inferences: list[dict[str, Any]], motion: np.ndarray) -> None:
+    """Add what ``sim_eval.analysis.mechanism`` reads: executed actions, gripper opening and eef height. A full frame
+    executes the start of a fresh plan for its point of the task; a cached frame re-plays its window's full-frame
+    plan from the start, slightly perturbed (the mechanism of a decode-only frame); a replayed frame the plan's next
+    actions. Height and gripper go approach, grasp (at the first burst), transport (lifted), place (lowered, open)."""
+    n = len(motion)
+    burst = np.flatnonzero(motion > 5.0)
+    grasp = int(burst[0]) if burst.size else n // 3
+    lift, place = grasp + 2, grasp + 2 + max(2, (n - grasp) // 2)
+
+    def plan(t: int) -> np.ndarray:
+        rows = np.arange(2 * REPLAN_STEPS) / REPLAN_STEPS + t
+        actions = 0.3 * np.sin(0.4 * rows[:, None] + np.arange(7))
+        actions[:, 6] = 1.0 if grasp <= t <= place else -1.0
+        return actions
+
+    current = plan(0)
+    for t, inf in enumerate(inferences):
+        if inf.get("replayed"):
+            executed = current[REPLAN_STEPS * inf["window_pos"] :][:REPLAN_STEPS]
+        elif inf.get("used_full", True):
+            current = plan(t)
+            executed = current[:REPLAN_STEPS]
+        else:
+            executed = current[:REPLAN_STEPS] + rng.normal(0.0, 0.01, (REPLAN_STEPS, 7))
+        inf["executed"] = np.round(executed, 4).tolist()
+        if t < grasp:
+            z = 1.10 - 0.2 * t / max(grasp, 1)
+        elif t < lift:
+            z = 0.90
+        elif t < place:
+            z = 0.90 + 0.15 * min(1.0, (t - lift + 1) / 3)
+        else:
+            z = 1.05 - 0.07 * min(1.0, (t - place + 1) / 2)
+        inf["eef_z"] = round(z, 4)
+        inf["grip"] = 0.08 if t < grasp else 0.03 if t <= place else 0.07
 
 
 def _depart(rng: np.random.Generator, motion: np.ndarray, after: int) -> np.ndarray:
@@ -282,6 +322,7 @@ def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir:
     steps = min(MAX_STEPS - 1, max(40, steps_success + _extra_steps(spec, mode, eval_seed, task, ep)))
     steps = steps if success else MAX_STEPS
     inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
+    _mechanism(np.random.default_rng([spec.seed, 10, task, ep, *map(ord, mode), eval_seed]), inferences, motion)
     error = None
     crash_at = (1 % spec.tasks, 2 % spec.episodes) if mode == "full" else (2 % spec.tasks, 3 % spec.episodes)
     if spec.errors and eval_seed == 0 and (task, ep) == crash_at and parse_mode(mode)[0] != "adaptive":
