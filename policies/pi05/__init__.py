@@ -62,6 +62,7 @@ def build_policy(
     sizes -- ``model_sizes=pi05`` gives the real Pi0.5's, to measure real-size throughput in closed loop;
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
+    arguments = dict(locals())  # first statement: exactly this call's arguments (the inner policy of replay<N>)
     from policies.cache import CacheController
     from policies.cache_mode import CacheMode
 
@@ -69,7 +70,7 @@ def build_policy(
     if mode.kind == "replay":
         from policies.replay import ReplayPolicy
 
-        inner = build_policy(**{**_arguments(locals()), "cache": "full"})
+        inner = build_policy(**{**arguments, "cache": "full"})
         return ReplayPolicy(inner, mode, replan_steps, chunk_length(checkpoint or _embedded()))
     camera_map = camera_map or None  # {} (the config's default) = the checkpoint's own camera order
     refresh = dict(refresh or {})
@@ -121,13 +122,6 @@ def _embedded() -> str:
     from checkpoints import path
 
     return str(path())
-
-
-def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
-    """``build_policy``'s own arguments from its ``locals()`` at entry (to rebuild the inner policy of a wrapper)."""
-    import inspect
-
-    return {name: scope[name] for name in inspect.signature(build_policy).parameters}
 
 
 __all__ = ["build_policy", "check_checkpoint", "chunk_length"]
