@@ -156,7 +156,7 @@ def run_episode(
                 entry = {
                     "step": record["steps"],
                     **_compact(result["info"]),
-                    **mechanism_fields(obs, actions, replan_steps),
+                    **_compact(mechanism_fields(obs, actions, replan_steps)),  # a NaN action becomes null, not a crash
                 }
                 if lag is not None and "images" in obs:
                     entry["lag_mae"] = _compact(lag(obs["images"]))

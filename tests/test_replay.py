@@ -118,3 +118,16 @@ def test_reset_starts_each_episode_with_a_full_inference():
     policy.infer({})
     policy.reset(_task())
     assert "replayed" not in policy.infer({})["info"]
+
+
+def test_mechanism_fields_are_small_and_json_safe():
+    from sim_eval.rollout import _compact, mechanism_fields
+
+    actions = np.full((CHUNK, 7), 0.123456)
+    actions[0, 0] = np.nan
+    obs = {"state": np.array([0, 0, 0.91234567, 0, 0, 0, 0.03, -0.03])}
+    fields = _compact(mechanism_fields(obs, actions, REPLAN))
+    assert len(fields["executed"]) == REPLAN and fields["executed"][1][0] == 0.1235
+    assert fields["executed"][0][0] is None  # a NaN action is recorded as null: the record line stays valid JSON
+    assert (fields["eef_z"], fields["grip"]) == (0.9123, 0.06)
+    assert "eef_z" not in mechanism_fields({}, actions, REPLAN)  # an env without the 8-D state
