@@ -144,6 +144,11 @@ class CacheController:
             self._since_full += 1
         return Step(prep, noise, used_full, forced, mae)
 
+    def skip(self) -> None:
+        """An inference a wrapper answered without the model (``policies.replay``): advance the noise index so the
+        next call draws the noise of its position in the episode, as in every other mode."""
+        self._k += 1
+
     @property
     def cache(self) -> Any:
         """The prefix the next cached frame denoises against (the last full frame's)."""

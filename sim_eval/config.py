@@ -224,6 +224,9 @@ class Pi05PolicyConfig:
     name: str = "pi05"
     checkpoint: str | None = None
     cache: str = "full"
+    # The protocol's replan_steps (conf/policy/pi05.yaml interpolates it): replay<N> consumes this many actions of
+    # the stored chunk per inference, so the policy must know it; not part of the identity (the protocol's is).
+    replan_steps: int = 5
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     engine: str = "native"
     device: str = "auto"
@@ -274,6 +277,14 @@ class Pi05PolicyConfig:
         path = os.path.expanduser(str(self.checkpoint))
         _require(os.path.isdir(path), f"policy.checkpoint={self.checkpoint!r}: no such directory; {PI05_HOWTO}")
         _check_pi05_checkpoint(path)
+        mode = CacheMode.parse(self.cache)
+        if mode.kind == "replay":
+            from policies.pi05 import chunk_length
+
+            try:
+                mode.check_chunk(chunk_length(path), self.replan_steps)
+            except ValueError as err:
+                raise ConfigError(f"policy.cache: {err}") from None
 
     @property
     def cache_mode(self) -> str:
@@ -406,6 +417,12 @@ class RunConfig:
                 )
         if self.eval.server != "none":
             name, engine = getattr(self.policy, "name", None), getattr(self.policy, "engine", None)
+            cache = str(getattr(self.policy, "cache", ""))
+            _require(
+                not cache.startswith("replay"),
+                f"eval.server={self.eval.server} with policy.cache={cache}: replay<N> runs in-process "
+                "(eval.server=none): its replayed frames never reach a model",
+            )
             _require(
                 name == "pi05" and engine == "native",
                 f"eval.server={self.eval.server} with policy {name} (engine {engine}): the batched server runs the "

@@ -35,7 +35,9 @@ COMPARED_KEYS_PREFIXES = ("policy.cache", "policy.refresh.", "eval.seed")
 # Identity keys that differ between the suites one policy runs on (the step limit follows the suite).
 _PER_SUITE_KEYS = ("suite", "eval.max_steps")
 # Policy settings that change nothing an episode does, or are a path rather than a model (the weights are hashed).
+# replan_steps: the protocol's, handed to the policy for replay<N> (protocol.replan_steps is in the identity)
 _NOT_IDENTITY = {"_target_", "shadow", "cpu_threads", "device", "checkpoint", "tokenizer", "model_sizes", "camera_map"}
+_NOT_IDENTITY |= {"replan_steps"}
 
 
 @functools.lru_cache(maxsize=16)

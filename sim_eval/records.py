@@ -7,7 +7,8 @@ A record holds:
     key                 "<suite>/<task_id>/<episode_index>" -- unique within one run (one policy + cache mode)
     suite, task_id, task_language, episode_index, init_state_index
     env_seed, noise_seed
-    policy, cache_mode  policy name and cache mode string ("full", "cache3", "adaptive3", "-" for cache-less policies)
+    policy, cache_mode  policy name and cache mode ("full", "cache3", "adaptive3", "replay2", "-" for cache-less
+                        policies)
     identity            the settings that define the results (``sim_eval.manifest``: checkpoint sha256, cache mode,
                         engine, dtype, protocol, step limit, seed...), the same on every record of a run
     info                beside it: sim_eval / torch / python versions, checkpoint path, device asked for
@@ -24,7 +25,10 @@ A record holds:
     gpu_mem_mib         policies on CUDA only: what torch holds there at the episode's end (allocated, peak,
                         reserved; ``sim_eval.devices.cuda_memory_mib``)
     inferences          one compact dict per policy call: {"step": control step, "infer_ms": ..., ...policy info...,
-                        "lag_mae": [max-over-views pixel MAE against the inputs 1..N inferences earlier]}
+                        "lag_mae": [max-over-views pixel MAE against the inputs 1..N inferences earlier],
+                        "executed": the first replan_steps actions of the returned chunk (4 decimals), "eef_z" and
+                        "grip" (end-effector height, gripper opening, from the state the policy was given);
+                        ``replay<N>`` frames carry "replayed": true and infer_ms 0 (no model call)}
     error               null, or {"type", "message", "traceback"} when the episode crashed; a crashed episode is
                         neither a success nor a failure and is excluded from success-rate denominators
     video               path of the episode's mp4 relative to the run dir, or null

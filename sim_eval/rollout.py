@@ -62,6 +62,19 @@ class LagMAE:
         return lags
 
 
+def mechanism_fields(obs: dict[str, Any], actions: np.ndarray, replan_steps: int) -> dict[str, Any]:
+    """What the mechanism analysis (``sim_eval.analysis.mechanism``) reads per inference, kept small: the actions
+    of the chunk the rollout will execute (the first ``replan_steps``, 4 decimals: ~35 numbers at replan 5) and,
+    from the 8-D state the policy was given, the end-effector height and the gripper opening (finger joint 0 minus
+    finger joint 1, metres) from which the task phase is read."""
+    fields: dict[str, Any] = {"executed": np.round(np.asarray(actions[:replan_steps], dtype=np.float64), 4).tolist()}
+    state = obs.get("state")
+    if state is not None and len(state) >= 8:
+        fields["eef_z"] = round(float(state[2]), 4)
+        fields["grip"] = round(float(state[6]) - float(state[7]), 4)
+    return fields
+
+
 def _time_split(env, policy_s: float, control_s: float) -> dict[str, float]:
     """Where the control loop's wall time went: the env's own split (physics, render, observe) when it keeps one, the
     policy's calls (inference plus any wait for the GPU), and the rest (the loop, observers such as videos)."""
@@ -140,7 +153,11 @@ def run_episode(
                 result = policy.infer(obs)
                 policy_s += time.perf_counter() - infer_started
                 actions = check_infer_result(result)
-                entry = {"step": record["steps"], **_compact(result["info"])}
+                entry = {
+                    "step": record["steps"],
+                    **_compact(result["info"]),
+                    **_compact(mechanism_fields(obs, actions, replan_steps)),  # a NaN action becomes null, not a crash
+                }
                 if lag is not None and "images" in obs:
                     entry["lag_mae"] = _compact(lag(obs["images"]))
                 record["inferences"].append(entry)

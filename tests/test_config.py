@@ -183,6 +183,7 @@ def test_submitit_launcher_presets_compose(launcher, target):
         ("control", "full", 1),
         ("cache3", "cache3", 0),
         ("adaptive3", "adaptive3", 0),
+        ("replay2", "replay2", 0),
     ],
 )
 def test_study_arms_set_mode_and_noise_seed(arm, cache, seed):
@@ -199,11 +200,23 @@ def test_study_arms_set_mode_and_noise_seed(arm, cache, seed):
         (["eval.server=batched"], "eval.num_workers must be >= 1"),
         (["eval.server=batched", "eval.num_workers=2", "policy=scripted"], "native Pi0.5 engine only"),
         (["eval.server=batched", "eval.num_workers=2", "eval.server_max_batch=0"], "eval.server_max_batch=0"),
+        (["eval.server=batched", "eval.num_workers=2", "arm=replay2"], "replay<N> runs in-process"),
     ],
 )
 def test_bad_server_settings_are_refused(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
         validate(compose(overrides))
+
+
+def test_replay_takes_the_protocols_replan_steps_and_is_refused_past_the_chunk():
+    from sim_eval.manifest import identity
+
+    run = validate(compose(["arm=replay2", "protocol.replan_steps=5"]))
+    assert run.policy.replan_steps == 5
+    ident = identity(run)
+    assert ident["policy.cache"] == "replay2" and "policy.replan_steps" not in ident  # protocol.replan_steps is
+    with pytest.raises(ConfigError, match=r"replay2 needs 2 x protocol\.replan_steps=6 = 12 actions .* holds 10"):
+        validate(compose(["arm=replay2", "protocol.replan_steps=6"]))
 
 
 def test_a_batched_run_is_its_own_identity():

@@ -59,3 +59,21 @@ def test_build_policy_runs_libero_observation():
 def test_build_policy_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _build(**kwargs)
+
+
+def test_replay_mode_wraps_a_full_policy_and_replays_its_chunk():
+    from policies.replay import ReplayPolicy
+
+    torch.set_num_threads(1)
+    policy = _build(cache="replay2", replan_steps=5)
+    assert isinstance(policy, ReplayPolicy) and policy.policy.mode.kind == "full"
+    policy.reset(TaskContext("libero_spatial", 0, "pick up the bowl", 0, noise_seed=11))
+    rng = np.random.default_rng(0)
+    frame = {v: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for v in ("agentview", "wrist")}
+    obs = {"images": frame, "state": np.zeros(8, np.float32), "instruction": "pick up the bowl"}
+    first, second = policy.infer(obs), policy.infer(obs)
+    np.testing.assert_array_equal(check_infer_result(second), check_infer_result(first)[5:])
+    assert second["info"]["replayed"] and second["info"]["infer_ms"] == 0.0
+    assert policy.infer(obs)["info"]["infer_index"] == 2  # a full frame again, at the noise of its position
+    with pytest.raises(ValueError, match="replay2 needs 2 x protocol.replan_steps=30 = 60 .* holds 50"):
+        _build(cache="replay2", replan_steps=30)

@@ -40,7 +40,8 @@ def _rec(key: str, mode: str, success: bool | None, error: bool = False) -> dict
 
 
 def _links(text: str) -> list[str]:
-    return re.findall(r"\]\(([^)]+)\)", text)
+    """The report's links to its own files (the cited published sources are web addresses)."""
+    return [link for link in re.findall(r"\]\(([^)]+)\)", text) if not link.startswith("https://")]
 
 
 def test_report_with_cliffs_errors_and_missing_pairs(tmp_path):

@@ -20,9 +20,17 @@ def check_checkpoint(path: str) -> None:
     check_safetensors(path / "model.safetensors")
 
 
+def chunk_length(path: str) -> int:
+    """Actions the checkpoint returns per inference (``n_action_steps``), from its config; no tensors read."""
+    from policies.pi05.checkpoint import read_checkpoint_info
+
+    return read_checkpoint_info(Path(str(path)).expanduser()).n_action_steps
+
+
 def build_policy(
     checkpoint: str | None = None,
     cache: str = "full",
+    replan_steps: int = 5,
     refresh: dict[str, Any] | None = None,
     engine: str = "native",
     device: str = "auto",
@@ -41,8 +49,11 @@ def build_policy(
 
     ``checkpoint``: a LeRobot or openpi Pi0.5 directory; None = the embedded small model (``checkpoints``);
 
-    ``cache``: ``full`` | ``cache<N>`` | ``adaptive<N>``; ``refresh``: ``{"threshold": 6.5, "views": [...]}`` for
-    adaptive modes; ``engine``: ``native`` (this package) or ``flashrt`` (the FlashRT frontend, CUDA only);
+    ``cache``: ``full`` | ``cache<N>`` | ``adaptive<N>`` | ``replay<N>`` (a ``full`` policy wrapped in
+    ``policies.replay.ReplayPolicy``, which plays ``replan_steps`` more actions of the stored chunk between full
+    inferences; refused when N x ``replan_steps`` exceeds the chunk);
+    ``refresh``: ``{"threshold": 6.5, "views": [...]}`` for adaptive modes;
+    ``engine``: ``native`` (this package) or ``flashrt`` (the FlashRT frontend, CUDA only);
     ``model_sizes``: JSON size override for checkpoints whose tensors differ from their named variants;
     ``cpu_threads``: torch intra-op CPU threads (None leaves torch's default);
     ``kernels``: the denoise step's implementation, ``torch``, ``triton`` (CUDA, bf16) or ``auto``;
@@ -51,19 +62,23 @@ def build_policy(
     sizes -- ``model_sizes=pi05`` gives the real Pi0.5's, to measure real-size throughput in closed loop;
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
+    arguments = dict(locals())  # first statement: exactly this call's arguments (the inner policy of replay<N>)
     from policies.cache import CacheController
     from policies.cache_mode import CacheMode
 
     mode = CacheMode.parse(cache)
+    if mode.kind == "replay":
+        from policies.replay import ReplayPolicy
+
+        inner = build_policy(**{**arguments, "cache": "full"})
+        return ReplayPolicy(inner, mode, replan_steps, chunk_length(checkpoint or _embedded()))
     camera_map = camera_map or None  # {} (the config's default) = the checkpoint's own camera order
     refresh = dict(refresh or {})
     unknown = set(refresh) - {"threshold", "views"}
     if unknown:
         raise ValueError(f"refresh: unknown keys {sorted(unknown)} (expected threshold, views)")
     if checkpoint is None:
-        from checkpoints import path
-
-        checkpoint = str(path())
+        checkpoint = _embedded()
     check_checkpoint(checkpoint)
     if engine == "native":
         import torch
@@ -103,4 +118,10 @@ def build_policy(
     )
 
 
-__all__ = ["build_policy", "check_checkpoint"]
+def _embedded() -> str:
+    from checkpoints import path
+
+    return str(path())
+
+
+__all__ = ["build_policy", "check_checkpoint", "chunk_length"]

@@ -53,27 +53,29 @@ def _ylim(ys: Sequence[float]) -> tuple[float, float]:
     return min(100.0, max(0.0, float(min(ys) - 25))) - 2, 102
 
 
-def frontier_layout(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
-    """The frontier plot's Pareto front (indices into ``rows``) and each label's offset in points. A control arm
-    (``control`` true) is `full` again under other noise: a reference point, not a mode to choose, so never on the
-    front. Labels are placed in row order, each on the first line (beside its point, then below it) where its box
-    overlaps no label placed before: `full` and its control arm share latency and nearly success, and their labels
-    once printed over each other."""
-    xs = [float(r["latency_mean_ms"]) for r in rows]
+def frontier_layout(
+    rows: Sequence[dict[str, Any]], x: str = "latency_mean_ms"
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The frontier plot's Pareto front (indices into ``rows``, cost axis ``x``) and each label's offset in points.
+    A control arm (``control`` true) is `full` again under other noise: a reference point, not a mode to choose, so
+    never on the front. Labels are placed in row order, each on the first line (beside its point, then below it)
+    where its box overlaps no label placed before: `full` and its control arm share latency and nearly success, and
+    their labels once printed over each other."""
+    xs = [float(r[x]) for r in rows]
     ys = [float(r["success_rate"]) * 100 for r in rows]
     modes = [i for i, r in enumerate(rows) if not r.get("control")]
     front = [modes[k] for k in pareto_front([(xs[i], ys[i]) for i in modes])]
     low, high = _ylim(ys)
-    span_x = max(max(xs) * 1.05, 1e-9)  # matplotlib's 5% margin right of the largest latency
+    span_x = max(max(xs) * 1.05, 1e-9)  # matplotlib's 5% margin right of the largest cost
     boxes: list[tuple[float, float, float, float]] = []
     offsets = []
     for i, row in enumerate(rows):
-        x = xs[i] / span_x * _AXES_PT[0]
-        y = (ys[i] - low) / (high - low) * _AXES_PT[1]
+        px = xs[i] / span_x * _AXES_PT[0]
+        py = (ys[i] - low) / (high - low) * _AXES_PT[1]
         width = _CHAR_PT * len(str(row["label"]))
         for line in range(len(rows) + 1):
             dy = 4 - _LINE_PT * line
-            box = (x + 6, y + dy, x + 6 + width, y + dy + _LINE_PT)
+            box = (px + 6, py + dy, px + 6 + width, py + dy + _LINE_PT)
             if not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in boxes):
                 break
         boxes.append(box)
@@ -82,22 +84,28 @@ def frontier_layout(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[tup
 
 
 def frontier(
-    rows: Sequence[dict[str, Any]], path: Path, title: str = "Success vs latency per cache mode"
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str = "Success vs latency per cache mode",
+    x: str = "latency_mean_ms",
+    xlabel: str = "mean latency per inference, ms",
 ) -> Path | None:
     """Success rate (Wilson 95% bars) against mean latency per inference, one point per mode, the Pareto front joined
     (dominated modes in red; rows with ``control`` true, a control arm, in grey squares and off the front). The
     mean, not the median, because it sets the sustained control rate of a mode that
     mixes full and cached frames. Rows need ``label``, ``mode``, ``latency_mean_ms``, ``success_rate``,
-    ``success_ci_low``, ``success_ci_high``; rows missing either axis are left out (``None`` when none is left)."""
-    rows = [r for r in rows if r.get("latency_mean_ms") is not None and r.get("success_rate") is not None]
+    ``success_ci_low``, ``success_ci_high``; rows missing either axis are left out (``None`` when none is left).
+    ``x`` names another cost axis (``compute_ms_per_step``: policy compute per control step, where a zero-compute
+    frame costs 0 and a mode inferring less often costs less)."""
+    rows = [r for r in rows if r.get(x) is not None and r.get("success_rate") is not None]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs = np.array([r["latency_mean_ms"] for r in rows])
+    xs = np.array([r[x] for r in rows])
     ys = np.array([r["success_rate"] for r in rows]) * 100
     yerr = np.array([[r["success_rate"] - r["success_ci_low"], r["success_ci_high"] - r["success_rate"]] for r in rows])
     yerr = np.maximum(yerr, 0.0)  # Wilson's bound at 0% or 100% can land an ulp inside the rate
-    front, offsets = frontier_layout(rows)
+    front, offsets = frontier_layout(rows, x)
     if len(front) > 1:
         ax.plot(xs[front], ys[front], "-", color="#2ca02c", lw=1.5, alpha=0.7, label="Pareto front", zorder=1)
     for i, row in enumerate(rows):
@@ -115,7 +123,7 @@ def frontier(
             zorder=2,
         )
         ax.annotate(row["label"], (xs[i], ys[i]), textcoords="offset points", xytext=offsets[i], fontsize=8)
-    ax.set_xlabel("mean latency per inference, ms")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("success rate, % (bar: Wilson 95%)")
     ax.set_ylim(*_ylim(list(ys)))
     ax.set_xlim(left=0)

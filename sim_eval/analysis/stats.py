@@ -12,7 +12,9 @@ Conventions:
       a ``full`` group at another seed is a *control arm* (see ``sim_eval.analysis.control``).
     * Inference kinds: ``forced`` (``forced_refresh`` true: an adaptive refresh that ran the full prefix although the
       window allowed reuse), ``full`` (``used_full`` true and not forced -- a scheduled full frame, or every frame of a
-      policy without a cache controller, where ``used_full`` is absent), ``cached`` (``used_full`` false).
+      policy without a cache controller, where ``used_full`` is absent), ``cached`` (``used_full`` false), ``replayed``
+      (``replayed`` true: a ``replay<N>`` frame that executed the stored chunk's next actions without calling the
+      model; ``infer_ms`` 0).
     * The *inference index* of a call is its 0-based position in the episode's ``inferences`` list.
 """
 
@@ -30,11 +32,16 @@ from typing import Any
 import numpy as np
 
 from policies.cache import DEFAULT_THRESHOLD
+from policies.cache_mode import CacheMode
+from sim_eval.analysis.compute import mean_compute_per_step_ms
 from sim_eval.records import arm_mode, count_outcomes, dedupe
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975)
 COS_THRESHOLDS = (0.9, 0.8, 0.5)
 KINDS = ("full", "cached", "forced")
+# With the zero-compute arm's frames (``replay<N>``: the model not called, ``replayed`` true, ``infer_ms`` 0). Kept
+# apart from KINDS so tables of the cache modes keep their columns.
+ALL_KINDS = (*KINDS, "replayed")
 BASELINE_MODE = "full"
 
 Record = dict[str, Any]
@@ -97,24 +104,23 @@ def group_records(records: Iterable[Record]) -> dict[tuple[str, str, int], list[
 
 
 def mode_sort_key(mode: str) -> tuple:
-    """``full`` first, then ``cache<N>`` by N, then ``adaptive<N>`` by N and refresh threshold, then anything else by
-    name."""
+    """``full`` first, then the zero-compute ``replay<N>`` by N, then ``cache<N>`` by N, then ``adaptive<N>`` by N and
+    refresh threshold, then anything else by name."""
     kind, period = parse_mode(mode)
-    order = {"full": 0, "cache": 1, "adaptive": 2}.get(kind, 3)
+    order = {"full": 0, "replay": 1, "cache": 2, "adaptive": 3}.get(kind, 4)
     rule = re.search(r"@mae([0-9.]+)", mode)
     return order, period or 0, float(rule.group(1)) if rule else DEFAULT_THRESHOLD, mode
 
 
 def parse_mode(mode: str) -> tuple[str, int | None]:
-    """``("full", 1)``, ``("cache", N)``, ``("adaptive", N)``, or ``(mode, None)`` for anything else (e.g. ``-``).
+    """``(kind, N)`` of a record's mode by the one grammar (``policies.cache_mode``): ``("full", 1)``,
+    ``("cache", N)``, ``("adaptive", N)``, ``("replay", N)``, or ``(mode, None)`` for anything else (e.g. ``-``).
     An arm mode's refresh rule (``adaptive3@mae4.2``) is not part of the kind."""
-    match = re.fullmatch(r"(full|cache|adaptive)(\d*)(@.+)?", str(mode))
-    if match is None:
+    try:
+        parsed = CacheMode.parse(str(mode).split("@", 1)[0])
+    except ValueError:
         return str(mode), None
-    kind, digits, _rule = match.groups()
-    if kind == "full":
-        return "full", 1
-    return kind, int(digits) if digits else None
+    return parsed.kind, parsed.period
 
 
 def success_by(records: Iterable[Record], fields: Sequence[str]) -> dict[tuple, dict[str, Any]]:
@@ -289,7 +295,9 @@ def _as_int(value: Any) -> int:
 
 
 def inference_kind(inference: dict[str, Any]) -> str:
-    """``full``, ``cached`` or ``forced`` (see the module docstring)."""
+    """``full``, ``cached``, ``forced`` or ``replayed`` (see the module docstring)."""
+    if inference.get("replayed"):
+        return "replayed"
     if inference.get("forced_refresh"):
         return "forced"
     if inference.get("used_full", True):
@@ -310,7 +318,7 @@ def latency_by_kind(records: Iterable[Record]) -> dict[str, dict[str, Any]]:
     Every recorded inference counts, including those of crashed episodes (each was a completed call); a kind that
     never occurred has ``n == 0`` and ``None`` statistics. Shadow-reference compute is not part of ``infer_ms`` (the
     policy excludes it), so these are the latencies of what was executed."""
-    buckets: dict[str, list[dict]] = {kind: [] for kind in (*KINDS, "all")}
+    buckets: dict[str, list[dict]] = {kind: [] for kind in (*ALL_KINDS, "all")}
     for record in records:
         for inference in record.get("inferences") or []:
             if inference.get("infer_ms") is None:
@@ -339,7 +347,7 @@ def refresh_stats(records: Iterable[Record]) -> dict[str, Any]:
     ``refresh_fraction``: forced refreshes / inferences the window allowed to be cached (forced + cached) -- the
     fraction of pixel-MAE checks that fired, i.e. what an adaptive threshold controls. ``None`` when no inference was
     eligible for caching (a ``full`` run)."""
-    counts = dict.fromkeys(KINDS, 0)
+    counts = dict.fromkeys(ALL_KINDS, 0)
     for record in records:
         for inference in record.get("inferences") or []:
             counts[inference_kind(inference)] += 1
@@ -347,7 +355,7 @@ def refresh_stats(records: Iterable[Record]) -> dict[str, Any]:
     eligible = counts["forced"] + counts["cached"]
     return {
         "inferences": total,
-        **{f"{kind}_inferences": counts[kind] for kind in KINDS},
+        **{f"{kind}_inferences": counts[kind] for kind in ALL_KINDS},
         "full_fraction": (counts["full"] + counts["forced"]) / total if total else None,
         "refresh_fraction": counts["forced"] / eligible if eligible else None,
     }
@@ -559,6 +567,7 @@ def headline(records: Sequence[Record], baseline: Sequence[Record] | None = None
         "full_fraction": refresh["full_fraction"],
         "refresh_fraction": refresh["refresh_fraction"],
         "control_rate_hz": control_rate_hz(records),
+        "compute_ms_per_step": mean_compute_per_step_ms(records),
         "pixel_mae_p50": mae["p50"],
         "pixel_mae_p95": mae["p95"],
         "shadow_cos_min_median": shadow["cos_min_median"],

@@ -9,11 +9,16 @@ so (``synthetic: true``). The generative story is meant to exercise everything t
 * a cached frame's shadow cosine falls with the MAE to its last full frame; a ``full`` success becomes a failure
   (a *cliff*) with high probability when a cached frame during the grasp burst has cosine < 0.5, and rarely otherwise;
   a ``full`` failure occasionally becomes a success (a *rescue*);
+* ``replay<N>`` (the zero-compute arm) answers between its full frames without the model: ``replayed`` frames with
+  ``infer_ms`` 0 and no pixel MAE or shadow; their staleness risks a cliff during the grasp burst as a cached
+  frame's does;
 * ``adaptive<N>`` refreshes when the max-over-views MAE reaches the threshold, so it suffers fewer cliffs than
   ``cache<N>`` at a higher refresh fraction;
 * a cliff episode follows the ``full`` episode exactly up to its worst cached grasp frame and departs after it (the
   scene motion, hence the recorded lag MAE, changes from the next inference on): the divergence point the report
   looks for;
+* every inference carries executed actions, gripper opening and eef height (``_mechanism``): cached frames re-play
+  their full frame's plan, the phases follow the motion bursts;
 * a success takes a few more steps under a cache mode (dithering) and a few more or fewer under another noise seed;
 * ``control_seed`` adds a *control arm*: ``full`` at another ``eval.seed``, whose outcomes flip by chance alone and
   whose path departs from the baseline's from the first inference (other noise, other actions);
@@ -99,28 +104,73 @@ def _episode(
         lag_mae = [round(_lag(motion, t, k), 3) for k in range(1, min(lags, t) + 1)]
         scheduled = kind == "full" or since_full is None or since_full + 1 >= (period or 1)
         forced, mae_full = False, None
+        replayed = kind == "replay" and not scheduled
         if since_full is not None:
             # like the controller: MAE against the last full frame's inputs on every frame once one exists
             mae_full = _lag(motion, t, since_full + 1)
             wrist = mae_full * rng.uniform(0.95, 1.05)
             agent = mae_full * rng.uniform(0.35, 0.8)
-            info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
+            if kind != "replay":  # replay<N> looks at no image between its full frames
+                info["pixel_mae"] = {"agentview": round(agent, 4), "wrist": round(wrist, 4)}
             forced = kind == "adaptive" and not scheduled and max(agent, wrist) >= threshold
         used_full = scheduled or forced
         if not used_full and t in grasp and mae_full > cause_mae:
             cause, cause_mae = t, mae_full
-        if not used_full and shadow:
+        if not used_full and (shadow or replayed):
+            # a stale plan hurts a replayed frame as a stale prefix hurts a cached one; only the latter is shadowed
             cos = _shadow_cos(rng, mae_full)
-            info["shadow_cos"] = round(cos, 6)
-            info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 6)
+            if not replayed:
+                info["shadow_cos"] = round(cos, 6)
+                info["shadow_max_abs"] = round(0.9 * (1.0 - cos) + abs(rng.normal(0, 0.005)), 6)
             if t in grasp:
                 worst_grasp_cos = min(worst_grasp_cos, cos)
         since_full = 0 if used_full else since_full + 1
-        info.update(_latency(rng, "full" if used_full else "cached", mae_full is not None))
+        if replayed:
+            info.update({"infer_ms": 0.0, "prefix_ms": 0.0, "denoise_ms": 0.0, "replayed": True})
+        else:
+            info.update(_latency(rng, "full" if used_full else "cached", mae_full is not None))
         info.update({"used_full": used_full, "forced_refresh": forced, "window_pos": since_full, "infer_index": t})
         info["lag_mae"] = lag_mae
         inferences.append(info)
     return inferences, worst_grasp_cos, cause
+
+
+def _mechanism(rng: np.random.Generator, inferences: list[dict[str, Any]], motion: np.ndarray) -> None:
+    """Add what ``sim_eval.analysis.mechanism`` reads: executed actions, gripper opening and eef height. A full frame
+    executes the start of a fresh plan for its point of the task; a cached frame re-plays its window's full-frame
+    plan from the start, slightly perturbed (the mechanism of a decode-only frame); a replayed frame the plan's next
+    actions. Height and gripper go approach, grasp (at the first burst), transport (lifted), place (lowered, open)."""
+    n = len(motion)
+    burst = np.flatnonzero(motion > 5.0)
+    grasp = int(burst[0]) if burst.size else n // 3
+    lift, place = grasp + 2, grasp + 2 + max(2, (n - grasp) // 2)
+
+    def plan(t: int) -> np.ndarray:
+        rows = np.arange(2 * REPLAN_STEPS) / REPLAN_STEPS + t
+        actions = 0.3 * np.sin(0.4 * rows[:, None] + np.arange(7))
+        actions[:, 6] = 1.0 if grasp <= t <= place else -1.0
+        return actions
+
+    current = plan(0)
+    for t, inf in enumerate(inferences):
+        if inf.get("replayed"):
+            executed = current[REPLAN_STEPS * inf["window_pos"] :][:REPLAN_STEPS]
+        elif inf.get("used_full", True):
+            current = plan(t)
+            executed = current[:REPLAN_STEPS]
+        else:
+            executed = current[:REPLAN_STEPS] + rng.normal(0.0, 0.01, (REPLAN_STEPS, 7))
+        inf["executed"] = np.round(executed, 4).tolist()
+        if t < grasp:
+            z = 1.10 - 0.2 * t / max(grasp, 1)
+        elif t < lift:
+            z = 0.90
+        elif t < place:
+            z = 0.90 + 0.15 * min(1.0, (t - lift + 1) / 3)
+        else:
+            z = 1.05 - 0.07 * min(1.0, (t - place + 1) / 2)
+        inf["eef_z"] = round(z, 4)
+        inf["grip"] = 0.08 if t < grasp else 0.03 if t <= place else 0.07
 
 
 def _depart(rng: np.random.Generator, motion: np.ndarray, after: int) -> np.ndarray:
@@ -287,6 +337,7 @@ def _record(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int, run_dir:
     steps = min(MAX_STEPS - 1, max(40, steps_success + _extra_steps(spec, mode, eval_seed, task, ep)))
     steps = steps if success else MAX_STEPS
     inferences = inferences[: math.ceil(steps / REPLAN_STEPS)]
+    _mechanism(np.random.default_rng([spec.seed, 10, task, ep, *map(ord, mode), eval_seed]), inferences, motion)
     error = None
     crash_at = (1 % spec.tasks, 2 % spec.episodes) if mode == "full" else (2 % spec.tasks, 3 % spec.episodes)
     if spec.errors and eval_seed == 0 and (task, ep) == crash_at and parse_mode(mode)[0] != "adaptive":

@@ -4,6 +4,7 @@ numbers of the sections below, for the model the records name."""
 
 from __future__ import annotations
 
+from sim_eval.analysis.compute import Arm, zero_compute_sentence
 from sim_eval.analysis.divergence import divergence_point
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
@@ -37,10 +38,15 @@ def _mode_sentence(ctx: ReportContext, group: Group) -> str:
     return text + "."
 
 
+def _reused(group: Group) -> str:
+    """The inference kind that reuses instead of computing in ``group``: replayed frames for ``replay<N>``."""
+    return "replayed" if parse_mode(group.mode)[0] == "replay" else "cached"
+
+
 def _departures(ctx: ReportContext, group: Group, keys: list[str]) -> tuple[int, int | None, int]:
     """Over ``keys``: how many episodes depart from the baseline's (``divergence_point``), their median (lower)
-    departure inference, and in how many the inference whose actions made the departure was a cached frame (the
-    one before, when the inputs are what departed)."""
+    departure inference, and in how many the inference whose actions made the departure was a cached (for
+    ``replay<N>``: replayed) frame (the one before, when the inputs are what departed)."""
     base = ctx.records_by_key[id(ctx.baseline(group))]
     mine = ctx.records_by_key[id(group)]
     found, cached = [], 0
@@ -51,7 +57,7 @@ def _departures(ctx: ReportContext, group: Group, keys: list[str]) -> tuple[int,
         found.append(div.index)
         source = div.index - 1 if div.cause == "inputs" else div.index
         infs = mine[key].get("inferences") or []
-        cached += 0 <= source < len(infs) and inference_kind(infs[source]) == "cached"
+        cached += 0 <= source < len(infs) and inference_kind(infs[source]) == _reused(group)
     median = sorted(found)[(len(found) - 1) // 2] if found else None
     return len(found), median, cached
 
@@ -65,7 +71,7 @@ def _where(ctx: ReportContext, modes: list[Group]) -> list[str]:
             lines.append(
                 f"under `{ctx.label[id(group)]}`, {n} of {len(cliffs)} cliff episodes depart from `full` by "
                 f"inference {median} (median), and in {cached} of them the actions that departed came from a "
-                "cached frame"
+                f"{_reused(group)} frame"
             )
     for control in ctx.controls[:1]:
         pairing = ctx.pairings[id(control)]
@@ -92,6 +98,18 @@ def shortened(ctx: ReportContext) -> list[str]:
             if isinstance(limit, int) and standard is not None and limit < standard:
                 found[str(suite)] = f"{suite}: {limit} of {standard} steps"
     return [found[suite] for suite in sorted(found)]
+
+
+def arms(ctx: ReportContext) -> list[Arm]:
+    """Every mode with finished, timed episodes as the zero-compute comparison sees it (control arms left out)."""
+    out = []
+    for group in ctx.groups:
+        h = ctx.headlines[id(group)]
+        if group.is_control or h["success_rate"] is None or h["compute_ms_per_step"] is None:
+            continue
+        kind = parse_mode(group.mode)[0]
+        out.append(Arm(ctx.label[id(group)], kind, h["success_rate"], h["compute_ms_per_step"], h["finished"]))
+    return out
 
 
 def render(ctx: ReportContext) -> None:
@@ -134,6 +152,9 @@ def render(ctx: ReportContext) -> None:
     for group in modes:
         ctx.add(f"- {_mode_sentence(ctx, group)}")
     ctx.add("")
+    zero = zero_compute_sentence(arms(ctx))
+    if zero:
+        ctx.add(zero + " (Compute = policy inference time per control step; see Headline.)", "")
     ladder = sorted((g for g in modes if parse_mode(g.mode)[0] == "cache"), key=lambda g: parse_mode(g.mode)[1])
     if len(ladder) >= 2:
         steps = [ctx.baseline(ladder[0]), *ladder]
@@ -146,5 +167,6 @@ def render(ctx: ReportContext) -> None:
         "exceeding_control": [ctx.label[id(g)] for g in exceeding],
         "has_control": bool(ctx.controls),
         "shortened": cut,
+        "zero_compute": zero,
         "model": model,
     }

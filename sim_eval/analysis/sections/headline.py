@@ -33,6 +33,7 @@ def render(ctx: ReportContext) -> None:
                 num(h["latency_mean_ms"]),
                 num(h["latency_p50_ms"]),
                 num(h["latency_p95_ms"]),
+                num(h["compute_ms_per_step"]),
                 " / ".join(num(h[f"latency_{kind}_p50_ms"]) for kind in KINDS),
                 pct(h["refresh_fraction"]),
                 num(h["control_rate_hz"], 0),
@@ -55,6 +56,7 @@ def render(ctx: ReportContext) -> None:
                 "mean ms",
                 "p50 ms",
                 "p95 ms",
+                "compute ms/step",
                 "p50 ms " + " / ".join(KINDS),
                 "refresh",
                 "control Hz",
@@ -69,7 +71,9 @@ def render(ctx: ReportContext) -> None:
         "Errors (crashed episodes) are excluded from success rates. Δ, cliffs, rescues and the exact McNemar "
         "p-value use only episodes finished in both the mode and `full`. *refresh* = forced refreshes / frames "
         "the window allowed to be cached; *p50 ms full / cached / forced*: median latency of "
-        "each inference kind (see Latency); *control Hz* = replan_steps / mean inference time (see Method)."
+        "each inference kind (see Latency); *compute ms/step*: policy compute per control step, the episode's "
+        "summed inference time over its steps, averaged over finished episodes (a `replay<N>` frame costs 0); "
+        "*control Hz* = replan_steps / mean inference time (see Method)."
         + (
             " *excess cliffs vs control*: mode cliffs − control-arm cliffs on the episodes paired in both, with the "
             "Newcombe 95% interval of the rate and the exact McNemar p (see Control arm)."
@@ -81,6 +85,15 @@ def render(ctx: ReportContext) -> None:
     rows = [{"label": ctx.label[id(g)], "mode": g.mode, "control": g.is_control, **ctx.headlines[id(g)]}
             for g in ctx.groups]  # fmt: skip
     ctx.image(plots.frontier(rows, ctx.plot_dir / "frontier.png"), "success vs latency")
+    # the cost a robot pays per control step: zero-compute and cached frames at their real cost
+    compute = plots.frontier(
+        rows,
+        ctx.plot_dir / "frontier_compute.png",
+        title="Success vs policy compute per control step",
+        x="compute_ms_per_step",
+        xlabel="policy compute per control step, ms",
+    )
+    ctx.image(compute, "success vs compute per control step")
     suites = {}
     for group in ctx.groups:
         for (suite,), counts in success_by(group.records, ("suite",)).items():

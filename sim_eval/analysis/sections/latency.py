@@ -5,7 +5,7 @@ from __future__ import annotations
 from sim_eval.analysis import plots
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.fmt import num, pct, table
-from sim_eval.analysis.stats import KINDS, inference_kind, latency_by_kind, refresh_stats
+from sim_eval.analysis.stats import ALL_KINDS, inference_kind, latency_by_kind, refresh_stats
 
 
 def render(ctx: ReportContext) -> None:
@@ -13,7 +13,7 @@ def render(ctx: ReportContext) -> None:
     rows, box = [], {}
     for group in ctx.groups:
         stats = latency_by_kind(group.records)
-        for kind in (*KINDS, "all"):
+        for kind in (*ALL_KINDS, "all"):
             s = stats[kind]
             if s["n"]:
                 rows.append(
@@ -36,7 +36,7 @@ def render(ctx: ReportContext) -> None:
                 for i in r.get("inferences") or []
                 if i.get("infer_ms") is not None and inference_kind(i) == kind
             ]
-            for kind in KINDS
+            for kind in ALL_KINDS
         }
     if not rows:
         ctx.add("No timed inference in these records.", "")

@@ -1,0 +1,101 @@
+"""Policy compute per control step and the zero-compute comparison.
+
+Latency per inference hides what a mode saves: a ``replay<N>`` frame costs nothing, a cached frame a denoise, a full
+frame a prefix and a denoise, and a mode that executes more actions per inference infers less often. The cost that
+compares them is the policy compute the robot pays per control step: the sum of ``infer_ms`` over an episode's
+inferences divided by its control steps, averaged over finished episodes. The report's compute frontier and its
+opening answer (does any cached mode beat the zero-compute arm at equal or lower compute?) read it from here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Record = dict[str, Any]
+CACHED_KINDS = ("cache", "adaptive")  # modes that call the model on every inference, reusing a prefix
+
+
+def compute_per_step_ms(record: Record) -> float | None:
+    """Milliseconds of policy compute per control step of one episode; ``None`` for a crashed episode, one without
+    steps or one whose inferences were not timed."""
+    steps = record.get("steps") or 0
+    times = [i.get("infer_ms") for i in record.get("inferences") or []]
+    if record.get("error") is not None or steps <= 0 or not times or any(t is None for t in times):
+        return None
+    return float(sum(float(t) for t in times)) / steps
+
+
+def mean_compute_per_step_ms(records: Iterable[Record]) -> float | None:
+    """Mean over finished, timed episodes of ``compute_per_step_ms``; ``None`` when there is none."""
+    values = [v for v in map(compute_per_step_ms, records) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One mode as the comparison sees it: its label, mode kind, success rate over ``n`` finished episodes and mean
+    compute per control step."""
+
+    label: str
+    kind: str
+    success_rate: float
+    compute_ms: float
+    n: int
+
+    def cell(self) -> str:
+        return f"`{self.label}` {self.success_rate * 100:.1f}% at {self.compute_ms:.2f} ms/step"
+
+
+def zero_compute_verdict(arms: Sequence[Arm]) -> tuple[bool, list[Arm], Arm] | None:
+    """Whether some cached mode (``cache<N>``/``adaptive<N>``) beats the best zero-compute arm (``replay<N>``): a
+    higher success rate at equal or lower compute per step. Returns ``(wins, winners, zero)``; ``None`` without a
+    zero-compute arm or a cached mode to compare."""
+    zeros = [a for a in arms if a.kind == "replay"]
+    cached = [a for a in arms if a.kind in CACHED_KINDS]
+    if not zeros or not cached:
+        return None
+    zero = max(zeros, key=lambda a: (a.success_rate, -a.compute_ms))
+    winners = [a for a in cached if a.compute_ms <= zero.compute_ms and a.success_rate > zero.success_rate]
+    return bool(winners), winners, zero
+
+
+def zero_compute_sentence(arms: Sequence[Arm]) -> str | None:
+    """The opening answer's sentence on the zero-compute arm (or on its absence beside cached modes); ``None``
+    without cached modes."""
+    verdict = zero_compute_verdict(arms)
+    if verdict is None:
+        if any(a.kind in CACHED_KINDS for a in arms):
+            return (
+                "There is no zero-compute arm (`replay<N>`: the rest of the last chunk executed, no model call) "
+                "among these runs, so whether a cached mode beats doing nothing is not known."
+            )
+        return None
+    wins, winners, zero = verdict
+    if wins:
+        names = ", ".join(a.cell() for a in sorted(winners, key=lambda a: a.compute_ms))
+        return (
+            f"**A cached mode beats the zero-compute arm**: {names} succeeds more than {zero.cell()} "
+            "(the rest of the last chunk executed, no model call between full inferences) at equal or lower "
+            "compute per control step."
+        )
+    cached = [a for a in arms if a.kind in CACHED_KINDS]
+    dearer = sorted((a for a in cached if a.compute_ms > zero.compute_ms), key=lambda a: a.compute_ms)
+    worse = sorted((a for a in cached if a.compute_ms <= zero.compute_ms), key=lambda a: a.compute_ms)
+    text = (
+        f"**No cached mode beats the zero-compute arm at equal or lower compute**: {zero.cell()} executes the "
+        "rest of the last chunk instead of calling the model"
+    )
+    if worse:
+        text += "; at equal or lower compute " + ", ".join(a.cell() for a in worse) + " succeed(s) no more"
+    if dearer:
+        better = [a for a in dearer if a.success_rate > zero.success_rate]
+        text += "; " + ", ".join(a.cell() for a in dearer) + " cost(s) more compute"
+        text += (
+            f", and only {', '.join(f'`{a.label}`' for a in better)} buy(s) success with it"
+            if better
+            else " and succeed(s) no more"
+        )
+    return text + "."

@@ -1,0 +1,72 @@
+"""Compute per control step and the opening answer's verdict on the zero-compute arm, both ways; a report over
+synthetic records with ``replay2`` says it in its Answer and plots the compute frontier."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim_eval.analysis.compute import Arm, compute_per_step_ms, mean_compute_per_step_ms, zero_compute_sentence
+from sim_eval.analysis.render import build_report
+from sim_eval.analysis.synthetic import make_sweep
+
+
+def _record(ms: list[float], steps: int, error: bool = False) -> dict:
+    return {"steps": steps, "inferences": [{"infer_ms": m} for m in ms], "error": {"type": "X"} if error else None}
+
+
+def test_compute_per_step_is_summed_inference_time_over_steps():
+    # replay2-like: full frames of 14 ms, replayed frames of 0 ms, 5 steps each
+    assert compute_per_step_ms(_record([14.0, 0.0, 14.0, 0.0], 20)) == pytest.approx(1.4)
+    # cache2-like: the cached frames cost their denoise
+    assert compute_per_step_ms(_record([14.0, 4.5, 14.0, 4.5], 20)) == pytest.approx(1.85)
+    assert compute_per_step_ms(_record([14.0], 5, error=True)) is None  # a crash has no cost per step
+    assert compute_per_step_ms(_record([], 0)) is None
+    mean = mean_compute_per_step_ms([_record([14.0, 0.0], 10), _record([14.0, 14.0], 10), _record([1.0], 1, True)])
+    assert mean == pytest.approx((1.4 + 2.8) / 2)
+
+
+ZERO = Arm("replay2", "replay", 0.90, 1.40, 200)
+
+
+def test_answer_says_a_cached_mode_wins_when_it_succeeds_more_at_no_more_compute():
+    arms = [ZERO, Arm("cache3", "cache", 0.93, 1.30, 200), Arm("cache2", "cache", 0.95, 1.85, 200)]
+    text = zero_compute_sentence(arms)
+    assert text.startswith("**A cached mode beats the zero-compute arm**: `cache3` 93.0% at 1.30 ms/step")
+    assert "`replay2` 90.0% at 1.40 ms/step" in text and "cache2" not in text  # dearer modes are not winners
+
+
+def test_answer_says_no_cached_mode_wins_when_each_costs_more_or_succeeds_less():
+    arms = [
+        ZERO,
+        Arm("cache3", "cache", 0.70, 1.30, 200),
+        Arm("cache2", "cache", 0.85, 1.85, 200),
+        Arm("adaptive3", "adaptive", 0.95, 2.40, 200),
+        Arm("full", "full", 0.96, 2.80, 200),  # full is the baseline, never a contender
+    ]
+    text = zero_compute_sentence(arms)
+    assert text.startswith("**No cached mode beats the zero-compute arm at equal or lower compute**: `replay2`")
+    assert "at equal or lower compute `cache3` 70.0% at 1.30 ms/step succeed(s) no more" in text
+    assert "`cache2` 85.0% at 1.85 ms/step, `adaptive3` 95.0% at 2.40 ms/step cost(s) more compute" in text
+    assert "only `adaptive3` buy(s) success with it" in text
+
+
+def test_equal_success_at_equal_compute_is_not_a_win_and_no_arm_means_unknown():
+    assert zero_compute_sentence([ZERO, Arm("cache2", "cache", 0.90, 1.40, 200)]).startswith("**No cached mode")
+    assert "no zero-compute arm" in zero_compute_sentence([Arm("cache2", "cache", 0.9, 1.8, 9)])
+    assert zero_compute_sentence([ZERO]) is None
+
+
+def test_report_answers_against_the_zero_compute_arm_and_plots_compute(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep", modes=("full", "cache2", "replay2"), tasks=3, episodes=4, errors=False)
+    report = build_report([sweep], tmp_path / "out")
+    text = report.read_text()
+    answer = text.split("## Answer", 1)[1].split("## Headline", 1)[0]
+    assert "beats the zero-compute arm" in answer and "`replay2`" in answer
+    assert (tmp_path / "out" / "report_plots" / "frontier_compute.png").is_file()
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    replay = data["groups"]["replay2"]
+    assert replay["compute_ms_per_step"] < data["groups"]["cache2"]["compute_ms_per_step"]
+    assert replay["latency_p50_ms"] > 0  # the median inference of replay2 is a full one; replayed frames cost 0
+    assert "## Published real-Pi0.5 numbers" in text and "## Mechanism" in text
