@@ -20,6 +20,7 @@ HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
 SHARE_SPREAD = 0.55  # objects sharing a region go this fraction of its half size either side of its middle
 RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
+TILT_GRASP_DEG = 6.0  # a rim grasp follows the object's tilt beyond this many degrees
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Grasp:
     pos: np.ndarray  # grip-site target (world)
     yaw: float  # gripper yaw (see motion.R_HOME)
     kind: str  # "top" (across the narrow side), "rim" (one finger inside a bowl/mug wall) or "handle"
+    axis: np.ndarray | None = None  # a rim grasp's object up axis (world) when the object is tilted, else None
 
 
 def obj(p, name: str) -> dict:
@@ -202,7 +204,11 @@ def plan_grasp(p, name: str) -> Grasp:
         if score > best_score:
             best, best_score = (point, radial), score
     point, radial = best
-    return Grasp(point, yaw_for_axis(radial), "rim")
+    up_world = mat[:, up] * up_sign
+    # A bowl resting tilted (on a ramekin) is taken with the hand tilted the same way: the fingers then straddle the
+    # wall as on a level bowl; straight-down fingers on a sloped wall squeeze it out downwards.
+    tilted = up_world[2] < np.cos(np.radians(TILT_GRASP_DEG))
+    return Grasp(point, yaw_for_axis(radial), "rim", up_world.copy() if tilted else None)
 
 
 def _open_top(e: dict) -> bool:
