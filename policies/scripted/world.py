@@ -54,14 +54,10 @@ def _segment_points(a: np.ndarray, b: np.ndarray, n: int = 24) -> np.ndarray:
 def clearance_top(p, a, b, exclude=(), pad: float = 0.05) -> float:
     """Highest top of any entity whose footprint (grown by ``pad``) meets the straight xy path a -> b."""
     pts = _segment_points(np.asarray(a, float), np.asarray(b, float))
-    top = support_z(p)
-    for name, e in p["objects"].items():
-        if name in exclude:
-            continue
-        lo, hi = e["aabb"][0, :2] - pad, e["aabb"][1, :2] + pad
-        if np.any(np.all((pts >= lo) & (pts <= hi), axis=1)):
-            top = max(top, float(e["aabb"][1, 2]))
-    return top
+    lo, hi = obstacle_boxes(p, exclude)
+    inside = (pts[None] >= lo[:, None, :2] - pad) & (pts[None] <= hi[:, None, :2] + pad)
+    hit = np.any(np.all(inside, axis=2), axis=1)
+    return max(support_z(p), float(np.max(hi[hit, 2]))) if np.any(hit) else support_z(p)
 
 
 def overhead_boxes(p, name: str) -> list[np.ndarray]:
@@ -136,17 +132,34 @@ def hand_clearance(p, center_xy: np.ndarray, axis: np.ndarray, z_site: float, ex
     close along ``axis``. The fingers reach down to the tips near the centre line; the palm, about 20 cm long along
     the closing axis, starts ``PALM_ABOVE_SITE`` above the grip site, so a tall neighbour well to the side still hits
     it."""
+    lo, hi = obstacle_boxes(p, exclude)
     best = np.inf
     for offset in np.linspace(-HAND_HALF_LENGTH, HAND_HALF_LENGTH, 15):
         point = center_xy + axis[:2] * offset
         low = z_site - TIP_BELOW_SITE if abs(offset) <= FINGER_OFFSET else z_site + PALM_ABOVE_SITE
-        for name, e in p["objects"].items():
-            if name in exclude or e["aabb"][1, 2] <= low:
-                continue
-            lo, hi = e["aabb"][0, :2], e["aabb"][1, :2]
-            d = np.maximum(np.maximum(lo - point, point - hi), 0.0)
-            best = min(best, float(np.linalg.norm(d)) - HAND_HALF_WIDTH)
+        above = hi[:, 2] > low
+        if np.any(above):
+            d = np.maximum(np.maximum(lo[above, :2] - point, point - hi[above, :2]), 0.0)
+            best = min(best, float(np.min(np.linalg.norm(d, axis=1))) - HAND_HALF_WIDTH)
     return best
+
+
+def obstacle_boxes(p, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+    """World boxes (mins, maxs) of what a hand can hit: one per movable object, one per collision geom of a fixture.
+    A fixture's overall box would also cover the air under an opened drawer (and the bowl standing there)."""
+    lo, hi = [], []
+    for name, e in p["objects"].items():
+        if name in exclude:
+            continue
+        if e["fixture"] and len(e["geom_min"]):
+            lo.append(e["geom_min"])
+            hi.append(e["geom_max"])
+        else:
+            lo.append(e["aabb"][:1])
+            hi.append(e["aabb"][1:])
+    if not lo:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.concatenate(lo), np.concatenate(hi)
 
 
 def rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
