@@ -226,3 +226,33 @@ def test_objects_sharing_a_region_get_separate_spots():
     b = world.destination(p, "on", "cook_region", "pot_2", slots[("pot_2", "cook_region")]).xy
     assert np.linalg.norm(a - b) > 0.08  # two 8 cm pots fit side by side
     assert np.all(np.abs(np.stack([a, b])) < site["size"][:2])  # both inside the region (LIBERO's On check)
+
+
+def test_tilted_down_points_the_fingers_along_the_objects_down_axis():
+    from policies.scripted.motion import gripper_down, tilted_down
+
+    up = np.array([np.sin(0.3), 0.0, np.cos(0.3)])
+    rot = tilted_down(0.7, up)
+    np.testing.assert_allclose(rot[:, 2], -up, atol=1e-12)  # the gripper's z axis is the fingers' direction
+    np.testing.assert_allclose(tilted_down(0.7, np.array([0.0, 0.0, 1.0])), gripper_down(0.7), atol=1e-12)
+
+
+def test_a_fixture_blocks_the_hand_only_where_its_geoms_are():
+    from policies.scripted import world
+
+    # A cabinet body at x > 0.1 and its opened drawer hanging out over x in [0, 0.1], y < 0, at 0.15-0.2 m: the room
+    # next to the drawer (x < 0.1, y > 0) is inside the cabinet's overall box but holds no geom.
+    cabinet = _entity(
+        [0.1, 0.0, 0.1],
+        [0.1, 0.1, 0.1],
+        geoms=[([0.1, -0.1, 0.0], [0.3, 0.1, 0.2]), ([0.0, -0.1, 0.15], [0.1, 0.0, 0.2])],
+        fixture=True,
+    )
+    p = {"objects": {"cabinet": cabinet}}
+    # A path into that room needs no climb; one under the drawer climbs over it.
+    assert world.clearance_top(p, [-0.2, 0.08, 0.0], [0.0, 0.08, 0.0]) == world.support_z(p)
+    assert world.clearance_top(p, [-0.2, -0.05, 0.0], [0.05, -0.05, 0.0]) == pytest.approx(0.2)
+    # A hand low in that room, palm along x, clears the drawer; the same hand under the drawer does not.
+    along_x = np.array([1.0, 0.0, 0.0])
+    assert world.hand_clearance(p, np.array([-0.05, 0.09]), along_x, 0.05) > 0
+    assert world.hand_clearance(p, np.array([-0.05, -0.05]), along_x, 0.05) < 0

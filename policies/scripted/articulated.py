@@ -18,8 +18,11 @@ from policies.scripted.motion import (
     nearest_down,
     rot_z,
     rotation_angle,
+    tilted_down,
     yaw_for_axis,
 )
+
+CLOSE_LEAN_DEG = 40.0  # how far the hand leans back to push a low drawer shut
 
 
 def joints_of(p, name: str) -> tuple[str, list[str]]:
@@ -117,6 +120,11 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
     else:
         ctx.orient = None
         ctx.yaw = yaw_for_axis(np.cross([0.0, 0.0, 1.0], out))  # fingers side by side along the front
+        if ctx.p["objects"][entity]["aabb"][1, 2] > hi[2] + 0.05:
+            # A low drawer: the cabinet's face goes on above its front, and an upright palm meets that face while the
+            # drawer still stands out a few cm. The hand leans back so the fingertips reach in ahead of the palm.
+            lean = np.radians(CLOSE_LEAN_DEG)
+            ctx.orient = tilted_down(ctx.yaw, np.array([out[0] * np.sin(lean), out[1] * np.sin(lean), np.cos(lean)]))
         if world.finger_width(ctx.p) > 0.01:
             yield from skills.actuate(ctx, CLOSED)
         push = center + out * (depth / 2 + 0.025)

@@ -81,6 +81,21 @@ def gripper_facing(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
     return np.column_stack([x, np.cross(z, x), z])
 
 
+def tilted_down(yaw: float, up: np.ndarray) -> np.ndarray:
+    """``gripper_down(yaw)`` tilted so its fingers point along ``-up`` (a tilted object's own down axis): the
+    rotation taking world z onto ``up`` applied to the straight-down gripper."""
+    z = np.array([0.0, 0.0, 1.0])
+    u = np.asarray(up, float) / np.linalg.norm(up)
+    axis = np.cross(z, u)
+    s, c = np.linalg.norm(axis), float(z @ u)
+    if s < 1e-9:
+        return gripper_down(yaw)
+    k = axis / s
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    tilt = np.eye(3) + s * kx + (1 - c) * kx @ kx
+    return tilt @ gripper_down(yaw)
+
+
 def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
     """Angle of the rotation taking orientation ``b`` to ``a``."""
     return float(np.arccos(np.clip((np.trace(a @ b.T) - 1.0) / 2.0, -1.0, 1.0)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.scripted import world
-from policies.scripted.motion import CLOSED, OPEN, Servo, gripper_down, rotvec, yaw_for_axis
+from policies.scripted.motion import CLOSED, OPEN, Servo, gripper_down, nearest_down, rotvec, tilted_down, yaw_for_axis
 
 Action = np.ndarray
 Skill = Generator[Action, None, bool]
@@ -133,9 +133,13 @@ def pick(ctx: Context, name: str) -> Skill:
     ctx.orient = None
     grasp = world.plan_grasp(ctx.p, name)
     ctx.yaw = grasp.yaw
+    approach = np.array([0.0, 0.0, 1.0])
+    if grasp.axis is not None:
+        ctx.orient = tilted_down(ctx.yaw, grasp.axis)
+        approach = grasp.axis
     if world.finger_width(ctx.p) < 0.07:
         yield from actuate(ctx, OPEN)
-    above = grasp.pos + np.array([0.0, 0.0, 0.06])
+    above = grasp.pos + approach * 0.06
     yield from transit(ctx, above, OPEN)
 
     def grasp_point(p):
@@ -149,7 +153,11 @@ def pick(ctx: Context, name: str) -> Skill:
     bottom0 = ctx.p["objects"][name]["aabb"][0, 2]
     lift = ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.08])
     yield from move(ctx, lift, CLOSED, tol=0.015, max_steps=40, speed=0.5)
-    return bool(ctx.p["objects"][name]["aabb"][0, 2] - bottom0 > 0.03 and world.finger_width(ctx.p) > 0.004)
+    if ctx.orient is not None:  # level the hand again (and with it the tilted bowl) for carrying
+        ctx.yaw, ctx.orient = nearest_down(ctx.p["eef_mat"]), None
+    # That the object rose with the hand is the proof; the finger gap is not: a bowl's rim pinched during the lift
+    # squeezes the fingers down to the "closed on nothing" width and still holds.
+    return bool(ctx.p["objects"][name]["aabb"][0, 2] - bottom0 > 0.03)
 
 
 def place(ctx: Context, name: str, pred: str, target: str) -> Skill:

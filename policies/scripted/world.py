@@ -20,6 +20,7 @@ HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
 SHARE_SPREAD = 0.55  # objects sharing a region go this fraction of its half size either side of its middle
 RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
+TILT_GRASP_DEG = 6.0  # a rim grasp follows the object's tilt beyond this many degrees
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Grasp:
     pos: np.ndarray  # grip-site target (world)
     yaw: float  # gripper yaw (see motion.R_HOME)
     kind: str  # "top" (across the narrow side), "rim" (one finger inside a bowl/mug wall) or "handle"
+    axis: np.ndarray | None = None  # a rim grasp's object up axis (world) when the object is tilted, else None
 
 
 def obj(p, name: str) -> dict:
@@ -52,14 +54,10 @@ def _segment_points(a: np.ndarray, b: np.ndarray, n: int = 24) -> np.ndarray:
 def clearance_top(p, a, b, exclude=(), pad: float = 0.05) -> float:
     """Highest top of any entity whose footprint (grown by ``pad``) meets the straight xy path a -> b."""
     pts = _segment_points(np.asarray(a, float), np.asarray(b, float))
-    top = support_z(p)
-    for name, e in p["objects"].items():
-        if name in exclude:
-            continue
-        lo, hi = e["aabb"][0, :2] - pad, e["aabb"][1, :2] + pad
-        if np.any(np.all((pts >= lo) & (pts <= hi), axis=1)):
-            top = max(top, float(e["aabb"][1, 2]))
-    return top
+    lo, hi = obstacle_boxes(p, exclude)
+    inside = (pts[None] >= lo[:, None, :2] - pad) & (pts[None] <= hi[:, None, :2] + pad)
+    hit = np.any(np.all(inside, axis=2), axis=1)
+    return max(support_z(p), float(np.max(hi[hit, 2]))) if np.any(hit) else support_z(p)
 
 
 def overhead_boxes(p, name: str) -> list[np.ndarray]:
@@ -134,17 +132,34 @@ def hand_clearance(p, center_xy: np.ndarray, axis: np.ndarray, z_site: float, ex
     close along ``axis``. The fingers reach down to the tips near the centre line; the palm, about 20 cm long along
     the closing axis, starts ``PALM_ABOVE_SITE`` above the grip site, so a tall neighbour well to the side still hits
     it."""
+    lo, hi = obstacle_boxes(p, exclude)
     best = np.inf
     for offset in np.linspace(-HAND_HALF_LENGTH, HAND_HALF_LENGTH, 15):
         point = center_xy + axis[:2] * offset
         low = z_site - TIP_BELOW_SITE if abs(offset) <= FINGER_OFFSET else z_site + PALM_ABOVE_SITE
-        for name, e in p["objects"].items():
-            if name in exclude or e["aabb"][1, 2] <= low:
-                continue
-            lo, hi = e["aabb"][0, :2], e["aabb"][1, :2]
-            d = np.maximum(np.maximum(lo - point, point - hi), 0.0)
-            best = min(best, float(np.linalg.norm(d)) - HAND_HALF_WIDTH)
+        above = hi[:, 2] > low
+        if np.any(above):
+            d = np.maximum(np.maximum(lo[above, :2] - point, point - hi[above, :2]), 0.0)
+            best = min(best, float(np.min(np.linalg.norm(d, axis=1))) - HAND_HALF_WIDTH)
     return best
+
+
+def obstacle_boxes(p, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+    """World boxes (mins, maxs) of what a hand can hit: one per movable object, one per collision geom of a fixture.
+    A fixture's overall box would also cover the air under an opened drawer (and the bowl standing there)."""
+    lo, hi = [], []
+    for name, e in p["objects"].items():
+        if name in exclude:
+            continue
+        if e["fixture"] and len(e["geom_min"]):
+            lo.append(e["geom_min"])
+            hi.append(e["geom_max"])
+        else:
+            lo.append(e["aabb"][:1])
+            hi.append(e["aabb"][1:])
+    if not lo:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.concatenate(lo), np.concatenate(hi)
 
 
 def rotate_xy(v: np.ndarray, angle: float) -> np.ndarray:
@@ -202,7 +217,11 @@ def plan_grasp(p, name: str) -> Grasp:
         if score > best_score:
             best, best_score = (point, radial), score
     point, radial = best
-    return Grasp(point, yaw_for_axis(radial), "rim")
+    up_world = mat[:, up] * up_sign
+    # A bowl resting tilted (on a ramekin) is taken with the hand tilted the same way: the fingers then straddle the
+    # wall as on a level bowl; straight-down fingers on a sloped wall squeeze it out downwards.
+    tilted = up_world[2] < np.cos(np.radians(TILT_GRASP_DEG))
+    return Grasp(point, yaw_for_axis(radial), "rim", up_world.copy() if tilted else None)
 
 
 def _open_top(e: dict) -> bool:
