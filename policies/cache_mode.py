@@ -37,11 +37,13 @@ class CacheMode:
             return cls("full", 1)
         if digits and int(digits) == 1:
             # FlashRT's cache_frames=1 means "no caching": that mode has one name here, `full`, so that records,
-            # run identities and report labels never split one mode in two
-            raise ValueError(
-                f"invalid cache mode {text!r}: a prefix reused for 1 frame is no reuse, which is policy.cache=full; "
-                f"expected {_GRAMMAR}"
+            # run identities and report labels never split one mode in two (replay1 likewise calls the model every time)
+            why = (
+                "replay needs N >= 2 (replay1 calls the model at every inference"
+                if kind == "replay"
+                else "a prefix reused for 1 frame is no reuse (that"
             )
+            raise ValueError(f"invalid cache mode {text!r}: {why}, which is policy.cache=full); expected {_GRAMMAR}")
         if not digits or int(digits) < 2:
             raise ValueError(f"invalid cache mode {text!r}: {kind} needs N >= 2; expected {_GRAMMAR}")
         return cls(kind, int(digits))

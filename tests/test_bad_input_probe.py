@@ -59,6 +59,10 @@ SIM_EVAL = [
     "protocol.trials_per_task=0", "protocol.num_wait_steps=-1", "protocol.wait_action=[0,0]",
     "protocol.replan_steps=0", "protocol.render_size=8", "protocol.model_image_size=-1",
     "protocol.max_steps.libero_object=0", "protocol=openpi,lerobot",
+    # the simulator
+    "sim.texture_colorspace=SRGB", "sim.texture_colorspace=", "sim.mujoco=3.2.3",
+    # the zero-compute arm
+    "policy.cache=replay1", "policy.cache=replay3", "arm=replay2 policy.cache=cache3",
     # the Pi0.5 policy
     "policy.cache=adaptiv3", "policy.cache=cache1", "policy.cache=adaptive1", "policy.cache=cache0",
     "policy.cache=full2", "policy.cache=", "policy.cache=cache", "policy.engine=tensorrt", "policy.dtype=float16",
