@@ -21,18 +21,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from sim_eval.envs.libero_env import LiberoEnv  # noqa: E402
+from sim_eval.envs.fidelity import first_frames  # noqa: E402
 
 
 def render_all(suite: str, tasks: int, init: int, size: int) -> dict[str, np.ndarray]:
-    frames = {}
-    for task in range(tasks):
-        env = LiberoEnv(suite, task, max_steps=10, model_image_size=size)
-        obs, _ = env.reset(options={"init_state_index": init})
-        for view, image in obs["images"].items():
-            frames[f"{task}/{view}"] = image
-        env.close()
-    return frames
+    return {
+        f"{task}/{view}": image
+        for task, images in first_frames(suite, range(tasks), init, size)
+        for view, image in images.items()
+    }
 
 
 def main() -> None:

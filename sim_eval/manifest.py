@@ -21,12 +21,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sim_eval.config import ConfigError, RunConfig
-from sim_eval.envs.simulator import simulator_identity
+from sim_eval.envs.simulator import package_version, simulator_identity
 
 MANIFEST_FILE = "manifest.json"
 # Keys a paired comparison is allowed to vary across the runs of one policy (the report pairs cache modes and
@@ -98,13 +97,6 @@ def identity(run: RunConfig) -> dict[str, Any]:
     return ident
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 CODE_PATHS = ("sim_eval", "policies", "conf", "checkpoints", "pyproject.toml")
 
 
@@ -129,8 +121,8 @@ def run_info(run: RunConfig) -> dict[str, Any]:
     """What is recorded beside the identity: where the model is, the device asked for, the versions."""
     info: dict[str, Any] = {
         "code_commit": code_commit(),
-        "sim_eval": _version("sim_eval"),
-        "torch": _version("torch"),
+        "sim_eval": package_version("sim_eval"),
+        "torch": package_version("torch"),
         "python": sys.version.split()[0],
     }
     for key in ("checkpoint", "device", "tokenizer", "shadow"):

@@ -20,25 +20,32 @@ TRAINING_MEAN = {
 FOUR_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 
+def first_frames(suite: str, tasks, init_state: int = 0, image_size: int = 128, texture_colorspace: str = "linear"):
+    """Yield ``(task, images)``: each task's model-input images at init state ``init_state`` after the protocol's
+    wait steps (upright, as the training data), one fresh env per task (what fidelity and render agreement compare)."""
+    from sim_eval.envs.libero_env import LiberoEnv
+
+    for task in tasks:
+        env = LiberoEnv(suite, task, max_steps=1, model_image_size=image_size, texture_colorspace=texture_colorspace)
+        try:
+            obs, _ = env.reset(options={"init_state_index": init_state})
+        finally:
+            env.close()
+        yield task, obs["images"]
+
+
 def first_frame_means(
     suites=FOUR_SUITES, init_state: int = 0, image_size: int = 128, texture_colorspace: str = "linear"
 ) -> dict[str, np.ndarray]:
-    """Per view, the mean colour (0-1, R G B) over the first frames (init state ``init_state``, after the protocol's
-    wait steps, upright as the training data) of every task of ``suites``, each task weighted alike."""
+    """Per view, the mean colour (0-1, R G B) over the first frames of every task of ``suites``, each task weighted
+    alike."""
     from sim_eval import benchmarks
-    from sim_eval.envs.libero_env import LiberoEnv
 
     sums: dict[str, list[np.ndarray]] = {}
     for suite in suites:
-        for task in range(benchmarks.get(suite).n_tasks):
-            env = LiberoEnv(
-                suite, task, max_steps=1, model_image_size=image_size, texture_colorspace=texture_colorspace
-            )
-            try:
-                obs, _ = env.reset(options={"init_state_index": init_state})
-            finally:
-                env.close()
-            for view, image in obs["images"].items():
+        for _, images in first_frames(suite, range(benchmarks.get(suite).n_tasks), init_state, image_size,
+                                      texture_colorspace):  # fmt: skip
+            for view, image in images.items():
                 sums.setdefault(view, []).append(image.reshape(-1, 3).mean(axis=0) / 255.0)
     return {view: np.mean(means, axis=0) for view, means in sums.items()}
 
