@@ -15,3 +15,9 @@ EMBEDDED = "pi05_small_libero"
 def path(name: str = EMBEDDED) -> Path:
     """The directory of the shipped checkpoint ``name``."""
     return Path(__file__).resolve().parent / name
+
+
+def resolve(checkpoint: str | None) -> str:
+    """The checkpoint directory ``policy.checkpoint`` names: ``None`` = the embedded one; ``~`` expanded. The one
+    rule, used by config validation and by the policy factory alike."""
+    return str(path()) if checkpoint is None else str(Path(str(checkpoint)).expanduser())

@@ -25,9 +25,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import TaskContext, Timer
-from policies.cache_mode import CacheMode
-
-DEFAULT_THRESHOLD = 6.5
+from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
 
 
 def pixel_mae(a: np.ndarray, b: np.ndarray) -> float:

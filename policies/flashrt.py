@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from policies.base import TaskContext
-from policies.cache import DEFAULT_THRESHOLD, RefreshRule, paired_noise, pixel_mae
-from policies.cache_mode import CacheMode
+from policies.cache import RefreshRule, paired_noise, pixel_mae
+from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
 
 FRONTEND_MODULE = "flash_rt.frontends.torch.pi05_rtx"
 FRONTEND_CLASS = "Pi05TorchFrontendRtx"

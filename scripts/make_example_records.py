@@ -35,7 +35,6 @@ def main() -> None:
             tasks=10,
             episodes=10,
             seed=args.seed,
-            threshold=6.5,
             lags=4,
             missing=3,
             control_seed=1,

@@ -11,9 +11,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sim_eval.analysis.stats import KINDS
 from sim_eval.records import SUMMARY_FILE
 
-KINDS = ("full", "cached", "forced")
 # jobs of the last sweep that ended without a finished episode ("job N: why"), read by ``sim_eval.__main__``
 FAILED_JOBS: list[str] = []
 

@@ -16,9 +16,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from checkpoints import resolve as resolve_checkpoint
 from policies.base import VIEWS
-from policies.cache import DEFAULT_THRESHOLD
-from policies.cache_mode import CacheMode
+from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
 from policies.pi05.config import KERNELS
 from sim_eval import benchmarks
 from sim_eval.benchmarks import BASE_SUITES
@@ -92,7 +92,8 @@ class SuiteConfig:
 
 @dataclass
 class ProtocolConfig:
-    """How an episode is run. Defaults are openpi's LIBERO protocol."""
+    """How an episode is run. The defaults are openpi's LIBERO protocol, written here only: ``protocol=openpi``
+    selects them as they are, other protocols (``conf/protocol/*.yaml``) override what they change."""
 
     name: str = "openpi"
     trials_per_task: int = 50
@@ -273,8 +274,8 @@ class Pi05PolicyConfig:
                 _require(view in VIEWS, f"policy.camera_map has view {view!r}: allowed are {', '.join(VIEWS)}")
                 _require(isinstance(key, str), f"policy.camera_map.{view}={key!r}: expected a camera key")
         if self.checkpoint is None:  # the embedded default (records name the resolved path)
-            self.checkpoint = str(embedded_checkpoint())
-        path = os.path.expanduser(str(self.checkpoint))
+            self.checkpoint = resolve_checkpoint(None)
+        path = resolve_checkpoint(self.checkpoint)
         _require(os.path.isdir(path), f"policy.checkpoint={self.checkpoint!r}: no such directory; {PI05_HOWTO}")
         _check_pi05_checkpoint(path)
         mode = CacheMode.parse(self.cache)
@@ -289,13 +290,6 @@ class Pi05PolicyConfig:
     @property
     def cache_mode(self) -> str:
         return CacheMode.parse(self.cache).name
-
-
-def embedded_checkpoint():
-    """The shipped small Pi0.5 (``checkpoints/pi05_small_libero``)."""
-    from checkpoints import path
-
-    return path()
 
 
 def _check_pi05_checkpoint(path: str) -> None:
@@ -464,7 +458,7 @@ class RunConfig:
 
 
 def standard_step_limit(protocol: str, suite: str) -> int | None:
-    """The step limit protocol ``protocol`` (``conf/protocol/<name>.yaml`` over openpi's defaults) sets for
+    """The step limit protocol ``protocol`` (``conf/protocol/<name>.yaml`` over the schema's defaults) sets for
     ``suite``; None for a protocol or suite not known here. ``eval.max_steps`` below it shortens every episode."""
     path = REPO / "conf" / "protocol" / f"{protocol}.yaml"
     if not path.is_file():

@@ -73,7 +73,7 @@ def expand_suites(overrides: list[str], multirun: bool) -> list[str]:
     return [f"suite={','.join(names)}", *overrides]
 
 
-def split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
+def parse_run_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
     """``(multirun, overrides)``, or None when a Hydra flag asks for something other than a run."""
     if any(arg in HYDRA_FLAGS or arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
         return None
@@ -287,7 +287,7 @@ def preflight(argv: list[str]) -> list[Path]:
     """Compose, validate and check every job of ``argv`` (see the module docstring). Returns the run dirs that do
     not exist yet: Hydra will create them, and a run that then cannot start (its policy cannot be built) removes
     them again rather than leave an empty dir behind."""
-    split = split_argv(argv)
+    split = parse_run_argv(argv)
     if split is None:
         return []
     multirun, overrides = split

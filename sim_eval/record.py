@@ -307,7 +307,7 @@ _OPTION_KEYS = {"out": "out", "record.out": "out"} | {
 }  # fmt: skip
 
 
-def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+def split_record_options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Recorder options vs. overrides for the main app's config."""
     import yaml
 
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        raw, overrides = split_argv(argv)
+        raw, overrides = split_record_options(argv)
         if "out" not in raw:
             raise ConfigError("out=DIR is required: the directory the demos and manifest.json are written to")
         options = RecordOptions(**raw)

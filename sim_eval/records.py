@@ -45,8 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from policies.base import VIEWS
-from policies.cache import DEFAULT_THRESHOLD
+from policies.cache_mode import arm_name
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -138,17 +137,23 @@ def arm_mode(record: dict[str, Any]) -> str:
     """The record's cache mode as the arm it belongs to: ``cache_mode``, and for an adaptive mode whose refresh rule
     is not the default one (MAE threshold 6.5, max over every view) the rule too, e.g. ``adaptive3@mae4.2`` or
     ``adaptive3@mae6.5:agentview``. A threshold sweep runs one mode at several thresholds; each is its own arm.
-    Records without an identity (written before it existed) keep the plain mode."""
-    mode = str(record.get("cache_mode"))
+    Records without an identity (written before it existed) keep the plain mode. The name is
+    ``policies.cache_mode.arm_name``'s (``parse_arm`` reads it back)."""
     ident = record.get("identity") or {}
-    threshold = ident.get("policy.refresh.threshold")
-    if not mode.startswith("adaptive") or threshold is None:
-        return mode
-    views = ident.get("policy.refresh.views")
-    default_views = views is None or sorted(views) == sorted(VIEWS)
-    if float(threshold) == DEFAULT_THRESHOLD and default_views:
-        return mode
-    return f"{mode}@mae{float(threshold):g}" + ("" if default_views else ":" + "+".join(views))
+    threshold, views = ident.get("policy.refresh.threshold"), ident.get("policy.refresh.views")
+    return arm_name(str(record.get("cache_mode")), threshold, views)
+
+
+DEFAULT_SEED = 0  # EvalConfig.seed's default: what a record from before records carried their seed ran at
+
+
+def record_seed(record: dict[str, Any]) -> int:
+    """The ``eval.seed`` a record ran at: its ``seed`` field, else the ``_seed`` the loader took from the run's config
+    (``runs.load_run``), else ``DEFAULT_SEED``."""
+    for name in ("seed", "_seed"):
+        if record.get(name) is not None:
+            return int(record[name])
+    return DEFAULT_SEED
 
 
 def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +163,7 @@ def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rule (``arm_mode``): one adaptive mode at two thresholds runs the same keys too."""
     chosen: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        ident = (record.get("policy"), arm_mode(record), record.get("seed", 0), record["key"])
+        ident = (record.get("policy"), arm_mode(record), record_seed(record), record["key"])
         held = chosen.get(ident)
         if held is None or (held.get("error") is not None and record.get("error") is None):
             chosen[ident] = record

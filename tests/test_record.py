@@ -66,9 +66,9 @@ def test_writer_rejects_images_of_the_wrong_size(tmp_path):
 
 
 def test_cli_options_are_split_from_config_overrides():
-    from sim_eval.record import split_argv
+    from sim_eval.record import split_record_options
 
-    options, overrides = split_argv(
+    options, overrides = split_record_options(
         [
             "policy=scripted",
             "out=/tmp/x",

@@ -63,22 +63,22 @@ def build_policy(
     ``camera_map``: our view name -> checkpoint camera key; ``shadow``: also compute, on cached frames, what a full
     frame would have given (for analysis; not executed, not timed)."""
     arguments = dict(locals())  # first statement: exactly this call's arguments (the inner policy of replay<N>)
+    from checkpoints import resolve
     from policies.cache import CacheController
-    from policies.cache_mode import CacheMode
+    from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
 
     mode = CacheMode.parse(cache)
     if mode.kind == "replay":
         from policies.replay import ReplayPolicy
 
         inner = build_policy(**{**arguments, "cache": "full"})
-        return ReplayPolicy(inner, mode, replan_steps, chunk_length(checkpoint or _embedded()))
+        return ReplayPolicy(inner, mode, replan_steps, chunk_length(resolve(checkpoint)))
     camera_map = camera_map or None  # {} (the config's default) = the checkpoint's own camera order
     refresh = dict(refresh or {})
     unknown = set(refresh) - {"threshold", "views"}
     if unknown:
         raise ValueError(f"refresh: unknown keys {sorted(unknown)} (expected threshold, views)")
-    if checkpoint is None:
-        checkpoint = _embedded()
+    checkpoint = resolve(checkpoint)
     check_checkpoint(checkpoint)
     if engine == "native":
         import torch
@@ -113,15 +113,8 @@ def build_policy(
         )
     else:
         raise ValueError(f"unknown engine {engine!r}: expected 'native' or 'flashrt'")
-    return CacheController(
-        impl, mode, threshold=float(refresh.get("threshold", 6.5)), views=refresh.get("views"), shadow=shadow
-    )
-
-
-def _embedded() -> str:
-    from checkpoints import path
-
-    return str(path())
+    threshold = float(refresh.get("threshold", DEFAULT_THRESHOLD))
+    return CacheController(impl, mode, threshold=threshold, views=refresh.get("views"), shadow=shadow)
 
 
 __all__ = ["build_policy", "check_checkpoint", "chunk_length"]

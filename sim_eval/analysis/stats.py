@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from policies.cache import DEFAULT_THRESHOLD
-from policies.cache_mode import CacheMode
+from policies.cache_mode import DEFAULT_THRESHOLD, parse_arm
 from sim_eval.analysis.compute import mean_compute_per_step_ms
-from sim_eval.records import arm_mode, count_outcomes, dedupe
+from sim_eval.records import arm_mode, count_outcomes, dedupe, record_seed
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975)
 COS_THRESHOLDS = (0.9, 0.8, 0.5)
@@ -79,18 +77,6 @@ def success_counts(records: Iterable[Record]) -> dict[str, Any]:
     }
 
 
-DEFAULT_SEED = 0  # EvalConfig.seed's default: what a record from before records carried their seed ran at
-
-
-def record_seed(record: Record) -> int:
-    """The ``eval.seed`` a record ran at: its ``seed`` field, else the ``_seed`` the loader took from the run's config
-    (``runs.load_run``), else ``DEFAULT_SEED``."""
-    for name in ("seed", "_seed"):
-        if record.get(name) is not None:
-            return int(record[name])
-    return DEFAULT_SEED
-
-
 def group_records(records: Iterable[Record]) -> dict[tuple[str, str, int], list[Record]]:
     """Deduplicated records keyed by ``(policy, arm mode, seed)`` (``arm_mode``: the cache mode, with the refresh
     rule when an adaptive one is not the default), sorted by policy, then ``full`` first and by mode
@@ -106,21 +92,17 @@ def group_records(records: Iterable[Record]) -> dict[tuple[str, str, int], list[
 def mode_sort_key(mode: str) -> tuple:
     """``full`` first, then the zero-compute ``replay<N>`` by N, then ``cache<N>`` by N, then ``adaptive<N>`` by N and
     refresh threshold, then anything else by name."""
-    kind, period = parse_mode(mode)
-    order = {"full": 0, "replay": 1, "cache": 2, "adaptive": 3}.get(kind, 4)
-    rule = re.search(r"@mae([0-9.]+)", mode)
-    return order, period or 0, float(rule.group(1)) if rule else DEFAULT_THRESHOLD, mode
+    arm = parse_arm(mode)
+    order = {"full": 0, "replay": 1, "cache": 2, "adaptive": 3}.get(arm.kind, 4)
+    return order, arm.period or 0, DEFAULT_THRESHOLD if arm.threshold is None else arm.threshold, mode
 
 
 def parse_mode(mode: str) -> tuple[str, int | None]:
-    """``(kind, N)`` of a record's mode by the one grammar (``policies.cache_mode``): ``("full", 1)``,
-    ``("cache", N)``, ``("adaptive", N)``, ``("replay", N)``, or ``(mode, None)`` for anything else (e.g. ``-``).
-    An arm mode's refresh rule (``adaptive3@mae4.2``) is not part of the kind."""
-    try:
-        parsed = CacheMode.parse(str(mode).split("@", 1)[0])
-    except ValueError:
-        return str(mode), None
-    return parsed.kind, parsed.period
+    """``(kind, N)`` of a record's mode or arm name by the one grammar (``policies.cache_mode.parse_arm``):
+    ``("full", 1)``, ``("cache", N)``, ``("adaptive", N)``, ``("replay", N)``, or ``(mode, None)`` for anything else
+    (e.g. ``-``). An arm's refresh rule (``adaptive3@mae4.2``) is not part of the kind."""
+    arm = parse_arm(mode)
+    return arm.kind, arm.period
 
 
 def success_by(records: Iterable[Record], fields: Sequence[str]) -> dict[tuple, dict[str, Any]]:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from policies.cache_mode import DEFAULT_THRESHOLD
 from sim_eval.analysis.stats import parse_mode
 from sim_eval.benchmarks import split_name
 from sim_eval.records import EPISODES_FILE, episode_key, write_summary
@@ -188,7 +189,7 @@ def make_sweep(
     tasks: int = 10,
     episodes: int = 10,
     seed: int = 0,
-    threshold: float = 6.5,
+    threshold: float = DEFAULT_THRESHOLD,
     lags: int = 3,
     shadow: bool = True,
     errors: bool = True,
