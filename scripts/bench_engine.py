@@ -6,7 +6,7 @@ chunk 10 and 50. Variants timed in one run on the same weights:
 * ``eager``         -- the engine without CUDA graphs or compile (exact prompt length, torch step): the baseline;
 * ``triton-exact``  -- the engine's default on CUDA + bf16: the prefix compiled once with a dynamic prompt length
                        and captured per exact prompt length (nothing padded), the denoise loop's step as the Triton
-                       kernels of ``policies/pi05/triton_expert.py`` (one kernel per GEMM / attention / norm,
+                       kernels of ``sim_eval/policies/pi05/triton_expert.py`` (one kernel per GEMM / attention / norm,
                        chained by programmatic dependent launch), all 10 steps in one CUDA graph;
 * ``triton-pad32``  -- the same with the prompt padded to a multiple of 32 and the padding masked by key (one graph
                        serves prompts of similar length: ``pad_multiple=32``, the default before ``a923104``);
@@ -35,8 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.pi05.config import CheckpointInfo, apply_size_override, full_size  # noqa: E402
-from policies.pi05.engine import DTYPES, Pi05Engine, Prepared, build_model, randomize_weights  # noqa: E402
+from sim_eval.policies.pi05.config import CheckpointInfo, apply_size_override, full_size  # noqa: E402
+from sim_eval.policies.pi05.engine import DTYPES, Pi05Engine, Prepared, build_model, randomize_weights  # noqa: E402
 
 CAMERAS = ("observation.images.base_0_rgb", "observation.images.left_wrist_0_rgb")
 
@@ -235,7 +235,7 @@ def bench(args) -> dict:
 def check_fixtures(fix: Path) -> dict:
     """fp32 on CUDA with graphs and compile, exact prompt length (the default) and padded, against LeRobot's
     outputs."""
-    from policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.engine import load_engine
 
     out = {}
     for (case, state), pad in itertools.product((("case_state", True), ("case_nostate", False)), (1, 32)):

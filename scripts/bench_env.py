@@ -1,8 +1,8 @@
 """Env throughput and rollout-loop overhead on this machine's CPU.
 
 Prints steps/s of raw LIBERO stepping (LIBERO's ControlEnv, with and without camera rendering) and of the same steps
-driven by ``sim_eval.rollout.run_episode`` with a zero-cost policy, and the loop's overhead over the raw step+render
-time spent inside that same episode.
+driven by ``sim_eval.runtime.rollout.run_episode`` with a zero-cost policy, and the loop's overhead over the raw
+step+render time spent inside that same episode.
 
     MUJOCO_GL=egl python scripts/bench_env.py --steps 200 --repeats 3
 """
@@ -19,9 +19,9 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from policies.simple import ConstantPolicy  # noqa: E402
 from sim_eval.envs.libero_env import LiberoEnv  # noqa: E402
-from sim_eval.rollout import run_episode  # noqa: E402
+from sim_eval.policies.simple import ConstantPolicy  # noqa: E402
+from sim_eval.runtime.rollout import run_episode  # noqa: E402
 
 
 def raw_steps_per_s(env: LiberoEnv, steps: int) -> float:

@@ -1,4 +1,5 @@
-"""Kernel-level benchmark of ``policies.pi05.triton_expert`` on a CUDA GPU (full-size expert, random bf16 weights).
+"""Kernel-level benchmark of ``sim_eval.policies.pi05.triton_expert`` on a CUDA GPU (full-size expert, random bf16
+weights).
 
 1. Accuracy: ``TritonExpert.velocity`` (both the ``kernels`` and the ``persistent`` schedule) and the torch
    ``Pi05Model.velocity`` (bf16) against the same model in fp32, as ||out - ref|| / ||ref||, on random prefix K/V
@@ -32,11 +33,11 @@ import torch.nn.functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.pi05 import triton_expert  # noqa: E402
-from policies.pi05.config import full_size  # noqa: E402
-from policies.pi05.engine import build_model  # noqa: E402
-from policies.pi05.model import Pi05Model  # noqa: E402
-from policies.pi05.triton_expert import (  # noqa: E402
+from sim_eval.policies.pi05 import triton_expert  # noqa: E402
+from sim_eval.policies.pi05.config import full_size  # noqa: E402
+from sim_eval.policies.pi05.engine import build_model  # noqa: E402
+from sim_eval.policies.pi05.model import Pi05Model  # noqa: E402
+from sim_eval.policies.pi05.triton_expert import (  # noqa: E402
     MODE_GELU,
     MODE_PARTIAL,
     MODE_QKV,
@@ -49,7 +50,7 @@ from policies.pi05.triton_expert import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policies.pi05.engine import randomize_weights as randomize  # noqa: E402
+from sim_eval.policies.pi05.engine import randomize_weights as randomize  # noqa: E402
 
 
 def graph_time_us(fn, calls: int, replays: int = 30) -> float:

@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim_eval.records import EPISODES_FILE, read_records  # noqa: E402
+from sim_eval.records.episodes import EPISODES_FILE, read_records  # noqa: E402
 
 WARM_MS = 1000.0  # an inference this long compiled or captured something: its episode is not a warm one
 

@@ -1,7 +1,7 @@
 """CPU latency of a Pi0.5 checkpoint through the evaluator's engine: full frame (prefix + denoise) and cached frame
 (denoise against a kept prefix), one intra-op thread (as ``policy.cpu_threads=1`` runs it beside the simulator).
 
-    python scripts/bench_small_cpu.py --checkpoint checkpoints/pi05_small_libero --iters 200
+    python scripts/bench_small_cpu.py --checkpoint sim_eval/checkpoints/pi05_small_libero --iters 200
 
 Prints p50 / p95 / mean in ms and the parameter count; with ``--json`` also writes them to a file."""
 
@@ -25,7 +25,7 @@ def main() -> dict:
     args = ap.parse_args()
     import torch
 
-    from policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.engine import load_engine
 
     torch.set_num_threads(args.threads)
     engine = load_engine(str(args.checkpoint), device="cpu", dtype="float32")

@@ -2,8 +2,8 @@
 
 For B in ``--batches``: B observations with different prompts (so different prefix lengths), random images and
 states, and fixed noise per slot. The batch-1 reference runs ``encode_prefix`` + ``denoise`` per slot; the batched
-path ``encode_prefix_batch`` + ``denoise_batch`` (``policies.pi05.batched``, what ``eval.server=batched`` runs).
-Prints per B: max |Δaction| batched vs batch-1 (and with the batched prefix but batch-1 denoise, to tell the two
+path ``encode_prefix_batch`` + ``denoise_batch`` (``sim_eval.policies.pi05.batched``, what ``eval.server=batched``
+runs). Prints per B: max |Δaction| batched vs batch-1 (and with the batched prefix but batch-1 denoise, to tell the two
 halves apart), and the median time of a batched prefix and a batched denoise (after warm-up, synchronized), hence
 the engine's ceiling in observations/s for full frames (prefix + denoise) and cached frames (denoise only).
 
@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from bench_engine import time_calls  # noqa: E402
 
-from checkpoints import path as embedded_checkpoint  # noqa: E402
-from policies.pi05.batched import denoise_batch, encode_prefix_batch  # noqa: E402
-from policies.pi05.engine import load_engine  # noqa: E402
+from sim_eval.checkpoints import path as embedded_checkpoint  # noqa: E402
+from sim_eval.policies.pi05.batched import denoise_batch, encode_prefix_batch  # noqa: E402
+from sim_eval.policies.pi05.engine import load_engine  # noqa: E402
 
 PROMPTS = [
     "pick up the alphabet soup and place it in the basket",

@@ -18,7 +18,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from policies.pi05.engine import load_engine  # noqa: E402
+from sim_eval.policies.pi05.engine import load_engine  # noqa: E402
 
 VARIANTS = {
     "cpu-fp32": dict(device="cpu", dtype="float32"),
@@ -32,7 +32,7 @@ VARIANTS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "pi05_small_libero"))
+    p.add_argument("--checkpoint", default=str(REPO / "sim_eval" / "checkpoints" / "pi05_small_libero"))
     p.add_argument("--obs", type=int, default=3)
     args = p.parse_args()
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim_eval.analysis.divergence import first_difference  # noqa: E402
-from sim_eval.records import EPISODES_FILE, read_records  # noqa: E402
+from sim_eval.records.episodes import EPISODES_FILE, read_records  # noqa: E402
 
 
 def _machine(records: list[dict]) -> str:

@@ -12,11 +12,11 @@ import argparse
 import json
 import time
 
-from policies.scripted import ScriptedExpert
-from sim_eval.benchmarks import split_name
 from sim_eval.config import ProtocolConfig
+from sim_eval.envs.benchmarks import split_name
 from sim_eval.envs.libero_env import LiberoEnv
-from sim_eval.rollout import run_episode
+from sim_eval.policies.scripted import ScriptedExpert
+from sim_eval.runtime.rollout import run_episode
 
 MAX_STEPS = ProtocolConfig().max_steps  # the openpi protocol's step limits, as the main app uses them
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paired cache study (docs/study_libero_object): every arm of conf/arm/ on the same episodes, then the adaptive
+# The paired cache study (docs/study_libero_object): every arm of sim_eval/conf/arm/ on the same episodes, then the adaptive
 # threshold calibrated from the full arm's lag MAE, then adaptive3 at that threshold. Each arm resumes where its
 # records stop, so the script can be rerun until done. STUDY_DEADLINE_S: start no arm after that many seconds;
 # STUDY_ARMS: the arms to run (default all); STUDY_FULL_DIR: the full arm's run dir to calibrate from (default OUT/full).

@@ -6,7 +6,7 @@ package lacks files for is tried as well (on its first task), so the table shows
 
     python scripts/smoke_benchmarks.py                  # first runnable task of each benchmark; table on stdout
     python scripts/smoke_benchmarks.py --tasks all      # every task (slow: ~10 s a task on a CPU)
-    python scripts/smoke_benchmarks.py --write          # also regenerate sim_eval/benchmarks.json from the
+    python scripts/smoke_benchmarks.py --write          # also regenerate sim_eval/envs/benchmarks.json from the
                                                         # package, with the tasks that failed here as refusals
 
 The table in docs/benchmarks.md ("LIBERO-PRO benchmarks") is this script's output.
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim_eval import benchmarks  # noqa: E402
+from sim_eval.envs import benchmarks  # noqa: E402
 
 STEPS = 10
 
@@ -127,7 +127,7 @@ def _short(error: str, width: int = 90) -> str:
 
 
 def write_table(rows: list[dict]) -> None:
-    """Regenerate sim_eval/benchmarks.json: the package's registry, and the tasks that the package has files for
+    """Regenerate sim_eval/envs/benchmarks.json: the package's registry, and the tasks that the package has files for
     but that failed here (refused at config time from then on, with the error as the reason)."""
     table = benchmarks.live_registry()
     failures: dict[str, dict[str, str]] = {}
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="benchmark names (default: every registered one)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--from-json", type=Path, help="rows of an earlier sweep (--json): table and --write only")
-    parser.add_argument("--write", action="store_true", help="regenerate sim_eval/benchmarks.json")
+    parser.add_argument("--write", action="store_true", help="regenerate sim_eval/envs/benchmarks.json")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     pairs = [p for p in plan(args.tasks) if not args.only or p[0] in args.only]

@@ -41,7 +41,7 @@ def _fail_to_start(err: Exception | str, run_dir: Path) -> None:
 
 def _interrupted(run_dir: Path) -> None:
     """Ctrl-C: the episode in flight is not recorded (neither a failure nor a crash); the rest resumes."""
-    from sim_eval.records import EPISODES_FILE, read_records
+    from sim_eval.records.episodes import EPISODES_FILE, read_records
 
     done = len(read_records(run_dir / EPISODES_FILE))
     print(
@@ -52,15 +52,16 @@ def _interrupted(run_dir: Path) -> None:
     sys.exit(130)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     try:
         run = validate(cfg)
     except ConfigError as err:
         _fail(err)
-    from sim_eval.app import build_policy, evaluate
-    from sim_eval.loggers import build_logger
-    from sim_eval.workers import WorkerStartError
+    from sim_eval.runtime.job import evaluate
+    from sim_eval.runtime.loggers import build_logger
+    from sim_eval.runtime.runner import build_policy
+    from sim_eval.runtime.workers import WorkerStartError
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -89,9 +90,9 @@ def main(cfg: DictConfig) -> dict:
         _fail_to_start(f"policy: {err}", run_dir)
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    from sim_eval.app import closing_summary, crash_failure
-    from sim_eval.manifest import identity, matches
-    from sim_eval.records import EPISODES_FILE, dedupe, read_records
+    from sim_eval.analysis.summary import closing_summary, crash_failure
+    from sim_eval.records.episodes import EPISODES_FILE, dedupe, read_records
+    from sim_eval.records.manifest import identity, matches
 
     print(closing_summary(run, run_dir), flush=True)
     ident = identity(run)

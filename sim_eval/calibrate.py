@@ -14,14 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from policies.base import VIEWS
 from sim_eval.analysis.calibration import Proposal, calibrate
 from sim_eval.analysis.runs import NoEpisodesError, load_runs
 from sim_eval.analysis.stats import BASELINE_MODE, parse_mode
 from sim_eval.config import ConfigError
-from sim_eval.manifest import check_not_mixed
+from sim_eval.policies.base import VIEWS
 from sim_eval.preflight import OneLineParser, check_writable_file
-from sim_eval.records import dedupe
+from sim_eval.records.episodes import dedupe
+from sim_eval.records.manifest import check_not_mixed
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

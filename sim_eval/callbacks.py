@@ -1,5 +1,6 @@
 """Hydra callbacks: a sweep ends with one line per job (its settings, success with the Wilson interval, latency per
-inference kind) and the report command, read from the jobs' ``summary.json`` files."""
+inference kind: the end-of-run text of ``sim_eval.analysis.summary``) and the report command, read from the jobs'
+``summary.json`` files."""
 
 from __future__ import annotations
 
@@ -11,31 +12,11 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sim_eval.analysis.stats import KINDS
-from sim_eval.records import SUMMARY_FILE
+from sim_eval.analysis.summary import SUMMARY_FILE, crash_failure, latency_text, outcome_text
+from sim_eval.records.episodes import EPISODES_FILE, dedupe, read_records
 
 # jobs of the last sweep that ended without a finished episode ("job N: why"), read by ``sim_eval.__main__``
 FAILED_JOBS: list[str] = []
-
-
-def outcome_text(summary: dict[str, Any]) -> str:
-    """``success 3/4 = 75% (95% CI 30%-95%), 0 crashed`` from a summary's ``overall``."""
-    from sim_eval.analysis.stats import wilson_interval
-
-    overall = summary["overall"]
-    n, k = overall["finished"], overall["successes"]
-    if not n:
-        return f"no episode finished ({overall['errors']} crashed)"
-    lo, hi = wilson_interval(k, n)
-    return f"success {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}), {overall['errors']} crashed"
-
-
-def latency_text(latency: dict[str, Any], refresh: dict[str, Any]) -> str | None:
-    """``latency p50: full 40.0 ms, cached 20.0 ms; full prefix on 57% of inferences``, or None without inferences."""
-    kinds = [f"{kind} {latency[kind]['p50']:.1f} ms" for kind in KINDS if latency.get(kind, {}).get("n")]
-    if not kinds:
-        return None
-    return f"latency p50: {', '.join(kinds)}; full prefix on {refresh['full_fraction']:.0%} of inferences"
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -44,9 +25,6 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 def multirun_summary(sweep_dir: str | Path, failed: list[str] | None = None) -> str:
     """The sweep's closing lines; ``failed`` gets one entry per job that finished no episode."""
-    from sim_eval.app import crash_failure
-    from sim_eval.records import EPISODES_FILE, dedupe, read_records
-
     failed = [] if failed is None else failed
     sweep_dir = Path(sweep_dir)
     jobs = _job_dirs(sweep_dir) if sweep_dir.is_dir() else []
@@ -77,6 +55,6 @@ class MultirunSummary(Callback):
         print(multirun_summary(config.hydra.sweep.dir, FAILED_JOBS), flush=True)
         logger_cfg = OmegaConf.to_container(config.logger, resolve=True) if "logger" in config else {}
         if logger_cfg.get("mode", "disabled") != "disabled":  # every job has ended: the complete paired numbers
-            from sim_eval.loggers import log_sweep
+            from sim_eval.runtime.loggers import log_sweep
 
             log_sweep(logger_cfg, config.hydra.sweep.dir)

@@ -16,16 +16,19 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from checkpoints import resolve as resolve_checkpoint
-from policies.base import VIEWS
-from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
-from policies.pi05.config import KERNELS
-from sim_eval import benchmarks
-from sim_eval.benchmarks import BASE_SUITES
+from sim_eval.checkpoints import resolve as resolve_checkpoint
+from sim_eval.envs import benchmarks
+from sim_eval.envs.benchmarks import BASE_SUITES
+from sim_eval.policies.base import VIEWS
+from sim_eval.policies.cache_mode import DEFAULT_THRESHOLD, CacheMode
+from sim_eval.policies.pi05.config import KERNELS
 
 VIDEO_MODES = ("all", "failures", "none")
 LOGGER_MODES = ("online", "offline", "disabled")
 SERVERS = ("none", "batched")
+# Hydra's configs ship inside the package, so an installed sim_eval (a wheel, the image) finds them too
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+# the checkout around the package (``${repo:PATH}`` in a config: test fixtures, outside any installed package)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +69,7 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass
 class SuiteConfig:
-    """A benchmark the installed LIBERO package registers (``sim_eval.benchmarks``); everything else about it (task
+    """A benchmark the installed LIBERO package registers (``sim_eval.envs.benchmarks``); everything else about it (task
     count, base suite, perturbation, broken tasks) is derived from its name and the package, not configured."""
 
     name: str = MISSING
@@ -93,7 +96,7 @@ class SuiteConfig:
 @dataclass
 class ProtocolConfig:
     """How an episode is run. The defaults are openpi's LIBERO protocol, written here only: ``protocol=openpi``
-    selects them as they are, other protocols (``conf/protocol/*.yaml``) override what they change."""
+    selects them as they are, other protocols (``sim_eval/conf/protocol/*.yaml``) override what they change."""
 
     name: str = "openpi"
     trials_per_task: int = 50
@@ -150,15 +153,16 @@ class EvalConfig:
     retry_errors: bool = True
     seed: int = 0  # base of the per-episode noise seed
     lag_mae: int = 3  # record pixel MAE against the inputs 1..N inferences back (calibration); 0 = off
-    # CUDA devices the workers are spread over, round-robin, for the policy and for EGL rendering (sim_eval.devices);
-    # null = every visible one (none on a CPU machine); [] = pin nothing
+    # CUDA devices the workers are spread over, round-robin, for the policy and for EGL rendering
+    # (sim_eval.runtime.devices); null = every visible one (none on a CPU machine); [] = pin nothing
     gpus: list[int] | None = None
-    # run into a dir whose manifest names other settings, the new episodes beside the old ones (sim_eval.manifest)
+    # run into a dir whose manifest names other settings, the new episodes beside the old ones
+    # (sim_eval.records.manifest)
     force_resume: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
     # none: every worker holds its own engine (batch 1); batched: one server process holds the engine and serves the
     # workers' inferences in batches of up to server_max_batch, waiting at most server_max_wait_ms for a batch to fill
-    # (sim_eval.server)
+    # (sim_eval.runtime.server)
     server: str = "none"
     server_max_batch: int = 16
     server_max_wait_ms: float = 5.0
@@ -215,18 +219,20 @@ class RefreshConfig:
 
 PI05_HOWTO = (
     "policy.checkpoint=PATH names a LeRobot- or openpi-format Pi0.5 directory (e.g. a local copy of "
-    "lerobot/pi05_libero); without it policy=pi05 runs the embedded small model (checkpoints/pi05_small_libero)"
+    "lerobot/pi05_libero); without it policy=pi05 runs the embedded small model "
+    "(sim_eval/checkpoints/pi05_small_libero)"
 )
 
 
 @dataclass
 class Pi05PolicyConfig:
-    _target_: str = "policies.pi05.build_policy"
+    _target_: str = "sim_eval.policies.pi05.build_policy"
     name: str = "pi05"
     checkpoint: str | None = None
     cache: str = "full"
-    # The protocol's replan_steps (conf/policy/pi05.yaml interpolates it): replay<N> consumes this many actions of
-    # the stored chunk per inference, so the policy must know it; not part of the identity (the protocol's is).
+    # The protocol's replan_steps (sim_eval/conf/policy/pi05.yaml interpolates it): replay<N> consumes this many
+    # actions of the stored chunk per inference, so the policy must know it; not part of the identity (the protocol's
+    # is).
     replan_steps: int = 5
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     engine: str = "native"
@@ -280,7 +286,7 @@ class Pi05PolicyConfig:
         _check_pi05_checkpoint(path)
         mode = CacheMode.parse(self.cache)
         if mode.kind == "replay":
-            from policies.pi05 import chunk_length
+            from sim_eval.policies.pi05 import chunk_length
 
             try:
                 mode.check_chunk(chunk_length(path), self.replan_steps)
@@ -295,7 +301,7 @@ class Pi05PolicyConfig:
 def _check_pi05_checkpoint(path: str) -> None:
     """Cheap structural check of a checkpoint directory, delegated to the engine package when it offers one."""
     try:
-        from policies.pi05 import check_checkpoint
+        from sim_eval.policies.pi05 import check_checkpoint
     except ImportError:
         return
     try:
@@ -308,7 +314,7 @@ def _check_pi05_checkpoint(path: str) -> None:
 class ConstantPolicyConfig:
     """A policy that repeats one action: a pipeline smoke test and a 'does nothing' floor for success rates."""
 
-    _target_: str = "policies.simple.ConstantPolicy"
+    _target_: str = "sim_eval.policies.simple.ConstantPolicy"
     name: str = "constant"
     action: list[float] = field(default_factory=lambda: [0.0] * 6 + [-1.0])
     chunk: int = 10
@@ -326,7 +332,7 @@ class ConstantPolicyConfig:
 class ScriptedPolicyConfig:
     """The privileged scripted expert: reads simulator state, drives the same 7-D action path as learned policies."""
 
-    _target_: str = "policies.scripted.ScriptedExpert"
+    _target_: str = "sim_eval.policies.scripted.ScriptedExpert"
     name: str = "scripted"
     speed: float = 1.0
     max_attempts: int = 3
@@ -458,9 +464,9 @@ class RunConfig:
 
 
 def standard_step_limit(protocol: str, suite: str) -> int | None:
-    """The step limit protocol ``protocol`` (``conf/protocol/<name>.yaml`` over the schema's defaults) sets for
+    """The step limit protocol ``protocol`` (``sim_eval/conf/protocol/<name>.yaml`` over the schema's defaults) sets for
     ``suite``; None for a protocol or suite not known here. ``eval.max_steps`` below it shortens every episode."""
-    path = REPO / "conf" / "protocol" / f"{protocol}.yaml"
+    path = CONF_DIR / "protocol" / f"{protocol}.yaml"
     if not path.is_file():
         return None
     limits = dict(ProtocolConfig().max_steps)
@@ -479,7 +485,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="suite", name="suite_schema", node=SuiteConfig)
-    # One choice per registered benchmark and one per named group of them (sim_eval.benchmarks): derived from the
+    # One choice per registered benchmark and one per named group of them (sim_eval.envs.benchmarks): derived from the
     # package's table, so no YAML is written per perturbation. A ``suites`` preset sets the sweeper's parameters,
     # so ``-m suites=base_libero_object`` runs one job per suite of the group (Hydra's own multirun).
     for name in benchmarks.table():
@@ -505,5 +511,5 @@ def validate(cfg: DictConfig) -> RunConfig:
         message = plain_message(getattr(err, "msg", None) or str(err))
         raise ConfigError(f"{key}: {message}" if key else message) from None
     if not isinstance(run, RunConfig):
-        raise ConfigError("config does not follow the run schema (was conf/config.yaml changed?)")
+        raise ConfigError("config does not follow the run schema (was sim_eval/conf/config.yaml changed?)")
     return run

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from sim_eval.analysis.stats import record_seed
-from sim_eval.manifest import check_not_mixed
+from sim_eval.analysis.summary import write_summary
 from sim_eval.preflight import OneLineParser, check_writable
-from sim_eval.records import EPISODES_FILE, EpisodeLog, arm_mode, dedupe, read_records, write_summary
+from sim_eval.records.episodes import EPISODES_FILE, EpisodeLog, arm_mode, dedupe, read_records
+from sim_eval.records.manifest import check_not_mixed
 
 
 def shard_dirs(paths: list[Path], warn=lambda message: None) -> list[Path]:

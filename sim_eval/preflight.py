@@ -2,9 +2,9 @@
 
 Hydra creates the run dir and writes ``.hydra/`` before the task function starts, and a sweep starts job 0 before
 job 1's values are even composed. So ``python -m sim_eval`` first composes and validates every job here, checks that
-each run dir can be written and that a dir run into again holds the same settings (``sim_eval.manifest``), and only
-then hands the command line to Hydra. Each failure is one ``ConfigError`` line; nothing has been written or started,
-and nothing here imports torch or LIBERO.
+each run dir can be written and that a dir run into again holds the same settings (``sim_eval.records.manifest``), and
+only then hands the command line to Hydra. Each failure is one ``ConfigError`` line; nothing has been written or
+started, and nothing here imports torch or LIBERO.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sim_eval import benchmarks
-from sim_eval.config import ConfigError, RunConfig, plain_message, validate
+from sim_eval.config import CONF_DIR, ConfigError, RunConfig, plain_message, validate
+from sim_eval.envs import benchmarks
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("suite", "suites", "protocol", "policy", "logger", "arm")
 # Hydra flags after which the command line is Hydra's business (printing the config, help, shell completion...).
 HYDRA_FLAGS = (
@@ -226,11 +225,11 @@ def check_launcher(cfg, multirun: bool) -> None:
 
 
 def check_gpus(gpus: list[int] | None) -> None:
-    """``eval.gpus`` against the CUDA devices this machine has, without importing torch (``sim_eval.devices``
+    """``eval.gpus`` against the CUDA devices this machine has, without importing torch (``sim_eval.runtime.devices``
     checks again against torch's count where the workers are planned)."""
     if not gpus:
         return
-    from sim_eval.devices import cuda_device_count_hint
+    from sim_eval.runtime.devices import cuda_device_count_hint
 
     count = cuda_device_count_hint()
     if count is not None and any(g >= count for g in gpus):
@@ -278,7 +277,7 @@ def check_job(run: RunConfig, run_dir: Path | None) -> None:
         return
     check_writable(run_dir)
     if run_dir.is_dir():
-        from sim_eval.manifest import check_resume, identity
+        from sim_eval.records.manifest import check_resume, identity
 
         check_resume(run_dir, lambda: identity(run), run.eval.force_resume)
 

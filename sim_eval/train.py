@@ -23,7 +23,7 @@ def _fail(err: Exception) -> None:
     sys.exit(2)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     try:
         run = OmegaConf.to_object(cfg)

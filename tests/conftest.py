@@ -17,14 +17,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "sim_eval" / "conf"
 FIXTURES = REPO / "tests" / "fixtures" / "pi05"
 
 
 def tiny_engine(layout: str = "lerobot", **kwargs):
     """The fixtures' tiny Pi0.5 (``lerobot`` or ``openpi`` layout) as a CPU ``Pi05Engine``; ``kwargs`` go to
     ``load_engine``."""
-    from policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.engine import load_engine
 
     ckpt = FIXTURES / ("tiny_lerobot" if layout == "lerobot" else "tiny_openpi_layout")
     args = {"model_sizes": str(FIXTURES / "tiny_config.json"), "tokenizer": str(FIXTURES / "tokenizer")}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from policies.simple import ConstantPolicy
+from sim_eval.policies.simple import ConstantPolicy
 
 
 class ExitingPolicy(ConstantPolicy):
@@ -18,8 +18,8 @@ class ExitingPolicy(ConstantPolicy):
 
 
 class RunnerDyingOnClose:
-    """An episode runner for ``sim_eval.workers``: answers every episode, then its process dies while closing (after
-    it has taken its stop sentinel)."""
+    """An episode runner for ``sim_eval.runtime.workers``: answers every episode, then its process dies while closing
+    (after it has taken its stop sentinel)."""
 
     def __call__(self, task_id: int, episode_index: int) -> dict:
         return {"task_id": task_id, "episode_index": episode_index}

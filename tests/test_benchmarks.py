@@ -8,8 +8,8 @@ import json
 import pytest
 from conftest import compose
 
-from sim_eval import benchmarks
 from sim_eval.config import ConfigError, validate
+from sim_eval.envs import benchmarks
 
 
 def test_table_equals_the_live_registry():
@@ -74,7 +74,7 @@ def test_perturbed_suites_inherit_the_base_suites_step_limit(suite, protocol, st
 
 
 def test_records_say_whose_step_limit_they_ran_under():
-    from sim_eval.app import run_meta
+    from sim_eval.runtime.runner import run_meta
 
     run = validate(compose(["policy=constant", "suite=libero_goal_swap", "eval.tasks=[0]"]))
     meta = run_meta(run)

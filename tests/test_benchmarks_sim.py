@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim_eval import benchmarks
+from sim_eval.envs import benchmarks
 from sim_eval.envs.libero_env import LiberoEnv
 
 pytestmark = pytest.mark.sim

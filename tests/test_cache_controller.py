@@ -11,8 +11,8 @@ import torch
 from conftest import FIXTURES as FIX
 from conftest import tiny_engine
 
-from policies.base import TaskContext, check_infer_result
-from policies.cache import CacheController, paired_noise, pixel_mae
+from sim_eval.policies.base import TaskContext, check_infer_result
+from sim_eval.policies.cache import CacheController, paired_noise, pixel_mae
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_camera_map_is_settable_from_the_command_line():
 
 def test_camera_map_from_the_command_line_reaches_the_engine():
     """11: the map is what the engine feeds each checkpoint camera from (here swapped against the default order)."""
-    from sim_eval.app import build_policy
+    from sim_eval.runtime.runner import build_policy
 
     camera_map = "{agentview:observation.images.left_wrist_0_rgb,wrist:observation.images.base_0_rgb}"
     policy = build_policy(compose([*B, f"policy.camera_map={camera_map}"]).policy)

@@ -6,7 +6,7 @@ import json
 
 from conftest import compose
 
-from sim_eval.app import closing_summary
+from sim_eval.analysis.summary import closing_summary
 from sim_eval.config import validate
 
 

@@ -7,8 +7,8 @@ import time
 import pytest
 from conftest import FIXTURES, REPO, compose, run_cli
 
-from policies.cache_mode import CacheMode
 from sim_eval.config import ConfigError, validate
+from sim_eval.policies.cache_mode import CacheMode
 
 
 def test_default_protocol_is_openpis():
@@ -57,7 +57,7 @@ def test_cache_mode_and_refresh_keys_compose():
 
 
 def test_first_episode_selects_a_block_of_init_states():
-    from sim_eval.app import plan_episodes
+    from sim_eval.runtime.job import plan_episodes
 
     run = validate(compose(["policy=constant", "eval.tasks=[2]", "eval.first_episode=40", "eval.episodes_per_task=3"]))
     assert plan_episodes(run) == [(2, 40), (2, 41), (2, 42)]
@@ -66,7 +66,7 @@ def test_first_episode_selects_a_block_of_init_states():
 
 
 def test_default_policy_is_the_embedded_checkpoint():
-    import checkpoints
+    from sim_eval import checkpoints
 
     run = validate(compose([]))
     assert run.policy.name == "pi05" and run.policy.checkpoint == str(checkpoints.path())
@@ -209,7 +209,7 @@ def test_bad_server_settings_are_refused(overrides, needle):
 
 
 def test_replay_takes_the_protocols_replan_steps_and_is_refused_past_the_chunk():
-    from sim_eval.manifest import identity
+    from sim_eval.records.manifest import identity
 
     run = validate(compose(["arm=replay2", "protocol.replan_steps=5"]))
     assert run.policy.replan_steps == 5
@@ -220,7 +220,7 @@ def test_replay_takes_the_protocols_replan_steps_and_is_refused_past_the_chunk()
 
 
 def test_a_batched_run_is_its_own_identity():
-    from sim_eval.manifest import identity
+    from sim_eval.records.manifest import identity
 
     plain = identity(validate(compose(["policy=pi05_tiny", "eval.num_workers=2"])))
     batched = identity(validate(compose(["policy=pi05_tiny", "eval.num_workers=2", "eval.server=batched"])))

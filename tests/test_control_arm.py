@@ -16,7 +16,7 @@ from sim_eval.analysis.paired import excess_cliffs, paired_difference_ci, per_su
 from sim_eval.analysis.render import build_report
 from sim_eval.analysis.runs import baseline_of, build_groups, controls_of, load_runs
 from sim_eval.analysis.stats import pair_with_baseline
-from sim_eval.records import EPISODES_FILE
+from sim_eval.records.episodes import EPISODES_FILE
 
 KEYS = [f"libero_goal/0/{e}" for e in range(12)]
 # k0..k9 paired everywhere; k10 crashes in the control; k11 is missing from the cache3 run

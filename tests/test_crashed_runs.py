@@ -8,8 +8,9 @@ import json
 import pytest
 from conftest import FAST_SIM, run_cli
 
+from sim_eval.analysis.summary import write_summary
 from sim_eval.callbacks import multirun_summary
-from sim_eval.records import read_records, write_summary
+from sim_eval.records.episodes import read_records
 
 CMD = ["policy=constant", "suite=libero_object", "eval.tasks=[1]", "eval.episodes_per_task=1", *FAST_SIM]
 

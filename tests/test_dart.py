@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.base import TaskContext
-from policies.dart import DartNoise
+from sim_eval.policies.base import TaskContext
+from sim_eval.policies.dart import DartNoise
 
 
 class _Expert:

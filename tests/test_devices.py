@@ -1,9 +1,9 @@
-"""Per-worker device assignment on a GPU node (sim_eval.devices), checked without a GPU."""
+"""Per-worker device assignment on a GPU node (sim_eval.runtime.devices), checked without a GPU."""
 
 import pytest
 
 from sim_eval.config import ConfigError
-from sim_eval.devices import WorkerDevice, pin_worker, plan_worker_devices, visible_gpus
+from sim_eval.runtime.devices import WorkerDevice, pin_worker, plan_worker_devices, visible_gpus
 
 
 def test_workers_go_round_robin_over_the_gpus():
@@ -49,7 +49,7 @@ def test_gpus_that_are_not_visible_are_refused_in_one_line():
 def test_cuda_memory_is_only_recorded_for_a_cuda_policy():
     import torch
 
-    from sim_eval.devices import cuda_memory_mib
+    from sim_eval.runtime.devices import cuda_memory_mib
 
     assert cuda_memory_mib(torch.device("cpu")) is None
     assert cuda_memory_mib(None) is None
@@ -57,7 +57,7 @@ def test_cuda_memory_is_only_recorded_for_a_cuda_policy():
 
 
 def test_records_name_the_cpu():
-    from sim_eval.devices import cpu_info
+    from sim_eval.runtime.devices import cpu_info
 
     info = cpu_info()
     assert set(info) == {"model", "torch_capability"}

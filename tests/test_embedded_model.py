@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 from conftest import compose
 
-from sim_eval.app import build_policy, evaluate
 from sim_eval.config import validate
-from sim_eval.loggers import build_logger
+from sim_eval.runtime.job import evaluate
+from sim_eval.runtime.loggers import build_logger
+from sim_eval.runtime.runner import build_policy
 
 pytestmark = pytest.mark.sim
 
@@ -23,7 +24,7 @@ TASK, EPISODE = 5, 40
 
 
 def test_embedded_model_solves_a_fixed_episode(tmp_path):
-    import checkpoints
+    from sim_eval import checkpoints
 
     cfg = compose(["policy.cache=full", f"eval.tasks=[{TASK}]", f"eval.first_episode={EPISODE}",
                    "eval.episodes_per_task=1", "eval.lag_mae=0"])  # fmt: skip

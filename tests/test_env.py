@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from sim_eval.envs.images import resize_with_pad
-from sim_eval.envs.libero_env import LiberoEnv, quat_to_axis_angle
+from sim_eval.envs.libero_env import LiberoEnv
+from sim_eval.envs.protocol import quat_to_axis_angle, resize_with_pad
 
 pytestmark = pytest.mark.sim
 

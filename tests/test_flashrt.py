@@ -9,8 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from policies.base import TaskContext, check_infer_result
-from policies.flashrt import FlashRTPolicy, FlashRTUnavailable, load_frontend_class
+from sim_eval.policies.base import TaskContext, check_infer_result
+from sim_eval.policies.flashrt import FlashRTPolicy, FlashRTUnavailable, load_frontend_class
 
 
 class FakeFrontend:
@@ -122,7 +122,7 @@ def test_build_policy_uses_fake_frontend(monkeypatch):
     for name in ("flash_rt", "flash_rt.frontends", "flash_rt.frontends.torch"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "flash_rt.frontends.torch.pi05_rtx", module)
-    from policies.pi05 import build_policy
+    from sim_eval.policies.pi05 import build_policy
 
     policy = build_policy(str(fix), cache="adaptive4", engine="flashrt", refresh={"threshold": 3.0})
     assert isinstance(policy, FlashRTPolicy) and policy.frontend._cache_frames == 4

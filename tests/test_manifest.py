@@ -10,10 +10,11 @@ from conftest import FIXTURES, REPO, compose, run_cli, writable_copy
 from conftest import overrides as with_changes
 
 from sim_eval.analysis.runs import build_groups, load_runs
-from sim_eval.app import pending_episodes, run_meta
 from sim_eval.config import ConfigError, validate
-from sim_eval.manifest import check_resume, identity, matches, write_manifest
 from sim_eval.merge import main as merge_main
+from sim_eval.records.manifest import check_resume, identity, matches, write_manifest
+from sim_eval.runtime.job import pending_episodes
+from sim_eval.runtime.runner import run_meta
 
 B = ["policy=pi05_tiny", "suite=libero_object", "eval.tasks=[0]", "eval.episodes_per_task=2", "eval.max_steps=30"]
 
@@ -154,7 +155,7 @@ def test_report_refuses_records_of_different_checkpoints_but_pairs_cache_modes(t
 def test_one_model_over_two_suites_is_reported_but_not_another_model_on_the_second(tmp_path):
     """A multirun over suite= gives records whose identity differs in the suite and its step limit: one model, one
     report. A different checkpoint on the second suite is still refused."""
-    from sim_eval.manifest import check_not_mixed
+    from sim_eval.records.manifest import check_not_mixed
 
     run_a = validate(compose([*B]))
     run_b = validate(compose([*B[:1], "suite=libero_spatial", *B[2:4]]))
@@ -185,7 +186,7 @@ def test_run_info_names_the_code_commit():
     is allowed, and the records then say which episodes which commit ran)."""
     import subprocess
 
-    from sim_eval.manifest import CODE_PATHS, code_commit
+    from sim_eval.records.manifest import CODE_PATHS, code_commit
 
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:

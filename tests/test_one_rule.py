@@ -11,14 +11,15 @@ import pytest
 from conftest import compose
 from omegaconf import OmegaConf
 
-from policies.cache_mode import DEFAULT_THRESHOLD, CacheMode, arm_name, parse_arm
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.stats import mode_sort_key, parse_mode
+from sim_eval.analysis.summary import write_summary
 from sim_eval.analysis.synthetic import make_sweep
 from sim_eval.config import ProtocolConfig
-from sim_eval.loggers import WandbLogger
-from sim_eval.records import EPISODES_FILE, arm_mode, read_records, write_summary
+from sim_eval.policies.cache_mode import DEFAULT_THRESHOLD, CacheMode, arm_name, parse_arm
+from sim_eval.records.episodes import EPISODES_FILE, arm_mode, read_records
+from sim_eval.runtime.loggers import WandbLogger
 
 
 def _reseed(src, dst, seed: int) -> None:
@@ -96,8 +97,8 @@ def test_arm_parser_keeps_modes_outside_the_grammar_and_refuses_a_bad_rule():
 
 def test_threshold_and_protocol_defaults_have_one_source():
     cfg = compose([])
-    assert cfg.policy.refresh.threshold == DEFAULT_THRESHOLD  # conf/policy/pi05.yaml does not repeat it
+    assert cfg.policy.refresh.threshold == DEFAULT_THRESHOLD  # sim_eval/conf/policy/pi05.yaml does not repeat it
     openpi = OmegaConf.to_container(compose(["protocol=openpi"]).protocol)
-    assert openpi == dataclasses.asdict(ProtocolConfig())  # conf/protocol/openpi.yaml only selects the schema
+    assert openpi == dataclasses.asdict(ProtocolConfig())  # sim_eval/conf/protocol/openpi.yaml only selects the schema
     lerobot = OmegaConf.to_container(compose(["protocol=lerobot"]).protocol)
     assert lerobot == {**openpi, "name": "lerobot", "max_steps": {**openpi["max_steps"], "libero_spatial": 280}}

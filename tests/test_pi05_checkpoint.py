@@ -16,8 +16,8 @@ from conftest import tiny_engine, writable_copy
 
 
 def _meta_model():
-    from policies.pi05.config import full_size
-    from policies.pi05.model import Pi05Model
+    from sim_eval.policies.pi05.config import full_size
+    from sim_eval.policies.pi05.model import Pi05Model
 
     with torch.device("meta"):
         return Pi05Model(full_size("gemma_2b", "gemma_300m"))
@@ -25,7 +25,7 @@ def _meta_model():
 
 @pytest.mark.parametrize("layout", ["lerobot", "openpi"])
 def test_full_size_manifest_loads_on_meta(layout):
-    from policies.pi05.checkpoint import plan_load
+    from sim_eval.policies.pi05.checkpoint import plan_load
 
     manifest = json.loads((FIX / f"full_size_manifest_{layout}.json").read_text())
     shapes = {k: tuple(v["shape"]) for k, v in manifest["params"].items()}
@@ -45,7 +45,7 @@ def test_full_size_manifest_loads_on_meta(layout):
 
 
 def test_tiny_checkpoint_needs_size_override():
-    from policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.engine import load_engine
 
     with pytest.raises(ValueError) as err:
         load_engine(str(FIX / "tiny_lerobot"), tokenizer=str(FIX / "tokenizer"), device="cpu")
@@ -57,7 +57,7 @@ def test_tiny_checkpoint_needs_size_override():
 
 
 def test_size_override_as_config_key(tmp_path):
-    from policies.pi05.checkpoint import read_checkpoint_info
+    from sim_eval.policies.pi05.checkpoint import read_checkpoint_info
 
     ckpt = tmp_path / "ckpt"
     writable_copy(FIX / "tiny_openpi_layout", ckpt)
@@ -69,7 +69,7 @@ def test_size_override_as_config_key(tmp_path):
 
 
 def test_missing_unexpected_misshaped_listed():
-    from policies.pi05.checkpoint import plan_load
+    from sim_eval.policies.pi05.checkpoint import plan_load
 
     expected = {"a.weight": (2, 2), "b.weight": (3,), "c.weight": (4,)}
     source = {
@@ -87,7 +87,7 @@ def test_missing_unexpected_misshaped_listed():
 
 
 def test_check_checkpoint(tmp_path):
-    from policies.pi05 import check_checkpoint
+    from sim_eval.policies.pi05 import check_checkpoint
 
     check_checkpoint(str(FIX / "tiny_lerobot"))
     check_checkpoint(str(FIX / "tiny_openpi_layout"))
@@ -102,14 +102,14 @@ def test_check_checkpoint(tmp_path):
 
 
 def test_package_import_is_light():
-    code = "import sys, policies.pi05; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, sim_eval.policies.pi05; assert 'torch' not in sys.modules, 'torch imported'"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
     assert time.perf_counter() - t0 < 5
 
 
 def test_tokenizer_not_found_is_clear(tmp_path, monkeypatch):
-    from policies.pi05.processing import find_tokenizer
+    from sim_eval.policies.pi05.processing import find_tokenizer
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -130,8 +130,8 @@ def test_onboarding_errors_are_short_and_name_the_cli_keys(tmp_path, monkeypatch
     """A LeRobot checkpoint of other sizes, or no tokenizer in any cache: the error names the command-line key to
     set (``policy.model_sizes`` / ``policy.tokenizer``, not the engine's argument names) and stays readable (it
     was one 2,085-character line of tensor shapes)."""
-    from policies.pi05.engine import load_engine
-    from policies.pi05.processing import find_tokenizer
+    from sim_eval.policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.processing import find_tokenizer
 
     with pytest.raises(ValueError) as err:
         load_engine(str(FIX / "tiny_lerobot"), tokenizer=str(FIX / "tokenizer"), device="cpu")

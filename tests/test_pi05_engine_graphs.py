@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_engine
 
-from policies.pi05.engine import GraphCache
+from sim_eval.policies.pi05.engine import GraphCache
 
 
 def _obs(instruction: str) -> dict:

@@ -1,4 +1,4 @@
-"""``policies.pi05.build_policy``: the Hydra target builds a working cache-wrapped policy from a checkpoint."""
+"""``sim_eval.policies.pi05.build_policy``: the Hydra target builds a working cache-wrapped policy from a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import FIXTURES as FIX
 
-from policies.base import Policy, TaskContext, check_infer_result
+from sim_eval.policies.base import Policy, TaskContext, check_infer_result
 
 
 def _build(**kw):
-    from policies.pi05 import build_policy
+    from sim_eval.policies.pi05 import build_policy
 
     args = dict(
         checkpoint=str(FIX / "tiny_lerobot"),
@@ -62,7 +62,7 @@ def test_build_policy_bad_input(kwargs, match):
 
 
 def test_replay_mode_wraps_a_full_policy_and_replays_its_chunk():
-    from policies.replay import ReplayPolicy
+    from sim_eval.policies.replay import ReplayPolicy
 
     torch.set_num_threads(1)
     policy = _build(cache="replay2", replan_steps=5)

@@ -58,7 +58,7 @@ def test_prefix_and_actions_match_lerobot(case, lerobot_state, lerobot_nostate):
     prep = _check_prefix(engine, z)
     np.testing.assert_allclose(prep.images.numpy(), z["images_model_input"], atol=TOL, rtol=0)
     if case == "case_state":
-        from policies.pi05.processing import discretize_state
+        from sim_eval.policies.pi05.processing import discretize_state
 
         norm = engine.normalizer.normalize_state(z["state_raw"])
         np.testing.assert_allclose(norm, z["state_normalized"], atol=1e-6, rtol=0)
@@ -129,7 +129,7 @@ def test_openpi_layout_matches(openpi):
 
 @pytest.mark.parametrize("size", ["256x256", "180x320"])
 def test_resize_with_pad_matches(size):
-    from policies.pi05.processing import resize_with_pad, to_uint8
+    from sim_eval.policies.pi05.processing import resize_with_pad, to_uint8
 
     z = np.load(FIX / "case_preprocess_resize.npz")
     x01 = resize_with_pad(z[f"raw_{size}_uint8"], 224)

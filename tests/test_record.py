@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim_eval.demos import MANIFEST, DemoWriter, iter_demos, load_demo, load_manifest
+from sim_eval.demos.files import MANIFEST, DemoWriter, iter_demos, load_demo, load_manifest
 
-SCRIPTED = {"_target_": "policies.scripted.ScriptedExpert", "name": "scripted"}
+SCRIPTED = {"_target_": "sim_eval.policies.scripted.ScriptedExpert", "name": "scripted"}
 
 
 def _smooth_frame(t: int, size: int = 128) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_cli_options_are_split_from_config_overrides():
 
 
 def _job(out, max_steps: int = 280, **kwargs):
-    from sim_eval.record import EpisodeJob
+    from sim_eval.demos.recorder import EpisodeJob
 
     return EpisodeJob(
         suite="libero_object",
@@ -105,7 +105,7 @@ def test_recorded_demo_loads_without_simulator_and_replays_to_success(tmp_path):
     """A demo recorded from a fresh placement with DART noise and a frame stride: labels are the expert's clean
     actions, frames are the model's input pixels of every 3rd step, and the executed actions replayed open-loop from
     the same placement succeed again."""
-    from sim_eval.record import record_demos
+    from sim_eval.demos.recorder import record_demos
 
     job = _job(tmp_path, dart_prob=0.3, dart_sigma=0.3, frame_stride=3)
     manifest = record_demos(job, [(0, 100001)], num_workers=0)
@@ -175,9 +175,9 @@ def test_frames_of_a_strided_recording_are_the_pixels_of_an_always_rendering_env
 
 @pytest.mark.sim
 def test_held_out_check_rejects_a_start_from_an_evaluation_init_state(tmp_path):
+    from sim_eval.demos.recorder import record_demos
     from sim_eval.envs.layouts import HeldOutViolation, check_held_out, free_joint_qpos_addresses
     from sim_eval.envs.libero_env import LiberoEnv
-    from sim_eval.record import record_demos
 
     env = LiberoEnv("libero_object", 2, max_steps=10, cameras=False, num_wait_steps=0)
     try:
@@ -198,7 +198,7 @@ def test_held_out_check_rejects_a_start_from_an_evaluation_init_state(tmp_path):
 
 
 def test_placement_plan_covers_every_task_in_rounds():
-    from sim_eval.record import placement_plan
+    from sim_eval.demos.recorder import placement_plan
 
     plan = placement_plan([0, 1], first_seed=100, per_task=12, block=5)
     assert len(plan) == len(set(plan)) == 24
@@ -208,7 +208,7 @@ def test_placement_plan_covers_every_task_in_rounds():
 
 @pytest.mark.sim
 def test_failed_episodes_are_counted_not_recorded_and_rerun_skips_done_work(tmp_path):
-    from sim_eval.record import record_demos
+    from sim_eval.demos.recorder import record_demos
 
     # 30 steps are too few to finish the task: the episode fails and must leave no demo file.
     manifest = record_demos(_job(tmp_path, max_steps=30), [(0, 100001)], num_workers=1)
@@ -240,8 +240,8 @@ def test_bad_recorder_input_fails_with_one_line_before_any_simulator(argv, messa
 
 
 def test_unbuildable_policy_in_a_worker_fails_instead_of_hanging(tmp_path):
-    from sim_eval.record import record_demos
-    from sim_eval.workers import WorkerStartError
+    from sim_eval.demos.recorder import record_demos
+    from sim_eval.runtime.workers import WorkerStartError
 
     job = dataclasses.replace(_job(tmp_path), policy={**SCRIPTED, "speed": 5.0})  # outside ScriptedExpert's range
     with pytest.raises(WorkerStartError, match=r"ValueError: ScriptedExpert speed=5.0: must be in"):
@@ -252,7 +252,7 @@ def test_unbuildable_policy_in_a_worker_fails_instead_of_hanging(tmp_path):
 def test_dead_worker_leaves_an_error_outcome_and_a_replacement_finishes(tmp_path, monkeypatch):
     """A recorder worker that dies mid-episode (os._exit, as a segfault would) must not hang the recorder or lose
     the episode: it is an error outcome (retried by a rerun), and a replacement worker records the rest."""
-    from sim_eval.record import record_demos
+    from sim_eval.demos.recorder import record_demos
 
     monkeypatch.setenv("SIM_EVAL_TEST_EXIT_EPISODE", "1")
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # spawned workers import tests.*

@@ -6,9 +6,10 @@ import json
 
 from conftest import compose
 
-from sim_eval.app import plan_episodes
+from sim_eval.analysis.summary import summarize
 from sim_eval.config import validate
-from sim_eval.records import EpisodeLog, dedupe, read_records, summarize
+from sim_eval.records.episodes import EpisodeLog, dedupe, read_records
+from sim_eval.runtime.job import plan_episodes
 
 
 def _record(task, episode, success, error=None, suite="libero_object", mode="full"):
@@ -94,7 +95,7 @@ def test_an_archived_run_is_read_and_a_resume_beside_it_adds_to_it(tmp_path):
     import lzma
 
     from sim_eval.analysis.runs import find_run_dirs
-    from sim_eval.records import read_records
+    from sim_eval.records.episodes import read_records
 
     run = tmp_path / "runs" / "cache3"
     run.mkdir(parents=True)

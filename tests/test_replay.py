@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.base import TaskContext
-from policies.cache_mode import CacheMode
-from policies.replay import ReplayPolicy
 from sim_eval.analysis.stats import inference_kind, latency_by_kind, parse_mode, refresh_stats
 from sim_eval.config import ConfigError, Pi05PolicyConfig
-from sim_eval.rollout import run_episode
+from sim_eval.policies.base import TaskContext
+from sim_eval.policies.cache_mode import CacheMode
+from sim_eval.policies.replay import ReplayPolicy
+from sim_eval.runtime.rollout import run_episode
 
 CHUNK, REPLAN = 10, 5
 
@@ -121,7 +121,7 @@ def test_reset_starts_each_episode_with_a_full_inference():
 
 
 def test_mechanism_fields_are_small_and_json_safe():
-    from sim_eval.rollout import _compact, mechanism_fields
+    from sim_eval.runtime.rollout import _compact, mechanism_fields
 
     actions = np.full((CHUNK, 7), 0.123456)
     actions[0, 0] = np.nan

@@ -13,7 +13,7 @@ from sim_eval.analysis.render import build_report
 from sim_eval.analysis.runs import build_groups, load_runs
 from sim_eval.analysis.stats import pair_with_baseline
 from sim_eval.analysis.synthetic import make_sweep
-from sim_eval.records import EPISODES_FILE
+from sim_eval.records.episodes import EPISODES_FILE
 from sim_eval.report import main
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import json
 import pytest
 from conftest import FAST_SIM, FIXTURES, run_cli
 
-from sim_eval.records import read_records
+from sim_eval.records.episodes import read_records
 
 pytestmark = pytest.mark.sim
 

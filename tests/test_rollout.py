@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from conftest import FAST_SIM, REPO, compose, overrides, run_cli
 
-from policies.simple import ConstantPolicy
-from sim_eval.app import evaluate
 from sim_eval.config import validate
-from sim_eval.loggers import build_logger
-from sim_eval.records import read_records
+from sim_eval.policies.simple import ConstantPolicy
+from sim_eval.records.episodes import read_records
+from sim_eval.runtime.job import evaluate
+from sim_eval.runtime.loggers import build_logger
 
 pytestmark = pytest.mark.sim
 
@@ -202,7 +202,7 @@ def test_submitit_shards_then_merge_cover_the_plan_once(tmp_path):
 
 
 def test_lag_mae_measures_image_change():
-    from sim_eval.rollout import LagMAE
+    from sim_eval.runtime.rollout import LagMAE
 
     lag = LagMAE(depth=2)
     black, grey = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8)
@@ -227,7 +227,7 @@ def test_rendering_only_the_policys_frames_gives_it_the_same_pixels():
     """``render_policy_frames_only`` skips the renders nobody reads (wait steps, steps between replans): the policy
     gets, pixel for pixel, the images of an env that renders every step, from a fifth of the renders."""
     from sim_eval.envs.libero_env import LiberoEnv
-    from sim_eval.rollout import run_episode
+    from sim_eval.runtime.rollout import run_episode
 
     env = LiberoEnv("libero_object", 1, max_steps=12, render_size=64, model_image_size=64, num_wait_steps=3)
     try:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from conftest import REPO, run_cli
 
+from sim_eval.analysis.summary import write_summary
 from sim_eval.callbacks import multirun_summary
 from sim_eval.merge import main as merge_main
-from sim_eval.records import read_records, write_summary
+from sim_eval.records.episodes import read_records
 
 
 def _record(key: str, success: bool, kinds=("full", "cached")) -> dict:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.base import TaskContext
-from policies.scripted import ScriptedExpert
-from policies.scripted.expert import MissingPrivilegedState, plan
-from policies.scripted.motion import (
+from sim_eval.policies.base import TaskContext
+from sim_eval.policies.scripted import ScriptedExpert
+from sim_eval.policies.scripted.expert import MissingPrivilegedState, plan
+from sim_eval.policies.scripted.motion import (
     R_HOME,
     WRIST_CENTER_YAW,
     Servo,
@@ -96,8 +96,8 @@ def test_expert_refuses_observations_without_privileged_state():
 
 @pytest.mark.sim
 def test_controller_scaling_is_what_the_expert_assumes():
-    from policies.scripted.motion import POS_SCALE, ROT_SCALE
     from sim_eval.envs.libero_env import LiberoEnv
+    from sim_eval.policies.scripted.motion import POS_SCALE, ROT_SCALE
 
     env = LiberoEnv("libero_object", 0, max_steps=10, cameras=False)
     try:
@@ -112,7 +112,7 @@ def test_controller_scaling_is_what_the_expert_assumes():
 @pytest.mark.sim
 def test_expert_solves_a_real_libero_object_task_by_libero_check():
     from sim_eval.envs.libero_env import LiberoEnv
-    from sim_eval.rollout import run_episode
+    from sim_eval.runtime.rollout import run_episode
 
     env = LiberoEnv("libero_object", 0, max_steps=280, cameras=False, privileged=True)
     try:
@@ -150,7 +150,7 @@ def _entity(center, half, geoms=None, yaw=0.0, fixture=False):
 
 
 def test_grasp_choice_follows_object_geometry():
-    from policies.scripted import world
+    from sim_eval.policies.scripted import world
 
     box = _entity([0.0, 0.0, 0.05], [0.04, 0.02, 0.05], yaw=0.3)  # 4 cm deep, turned: close across the 4 cm side
     p = {"objects": {"box": box}}
@@ -194,7 +194,7 @@ def _cook_region(half_x: float, half_y: float) -> dict:
 
 
 def test_second_object_on_a_region_goes_to_a_free_spot():
-    from policies.scripted import world
+    from sim_eval.policies.scripted import world
 
     site = _cook_region(half_x=0.075, half_y=0.075)
     p = {
@@ -213,8 +213,8 @@ def test_second_object_on_a_region_goes_to_a_free_spot():
 
 
 def test_objects_sharing_a_region_get_separate_spots():
-    from policies.scripted import world
-    from policies.scripted.expert import shared_slots
+    from sim_eval.policies.scripted import world
+    from sim_eval.policies.scripted.expert import shared_slots
 
     goal = [("on", "pot_1", "cook_region"), ("on", "pot_2", "cook_region"), ("turnon", "stove"), ("on", "cup", "plate")]
     slots = shared_slots(goal)
@@ -229,7 +229,7 @@ def test_objects_sharing_a_region_get_separate_spots():
 
 
 def test_tilted_down_points_the_fingers_along_the_objects_down_axis():
-    from policies.scripted.motion import gripper_down, tilted_down
+    from sim_eval.policies.scripted.motion import gripper_down, tilted_down
 
     up = np.array([np.sin(0.3), 0.0, np.cos(0.3)])
     rot = tilted_down(0.7, up)
@@ -238,7 +238,7 @@ def test_tilted_down_points_the_fingers_along_the_objects_down_axis():
 
 
 def test_a_fixture_blocks_the_hand_only_where_its_geoms_are():
-    from policies.scripted import world
+    from sim_eval.policies.scripted import world
 
     # A cabinet body at x > 0.1 and its opened drawer hanging out over x in [0, 0.1], y < 0, at 0.15-0.2 m: the room
     # next to the drawer (x < 0.1, y > 0) is inside the cabinet's overall box but holds no geom.

@@ -1,7 +1,7 @@
-"""The batched policy server (``sim_eval.server``) on the tiny Pi0.5 in fp32 on the CPU: every slot of a batch that
-mixes full, cached and forced-refresh frames gets what a batch-1 ``CacheController`` gives for the same observation,
-cache state and noise; slot state restarts per episode; a worker that dies neither stalls the server nor receives
-another worker's answers; the server exits with its parent."""
+"""The batched policy server (``sim_eval.runtime.server``) on the tiny Pi0.5 in fp32 on the CPU: every slot of a batch
+that mixes full, cached and forced-refresh frames gets what a batch-1 ``CacheController`` gives for the same
+observation, cache state and noise; slot state restarts per episode; a worker that dies neither stalls the server nor
+receives another worker's answers; the server exits with its parent."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import FAST_SIM, REPO, compose, overrides, tiny_engine
 
-from policies.base import TaskContext
-from policies.cache import CacheController
-from sim_eval.server import BatchedSlots, RemotePolicy, ServerError, ServerProcess
+from sim_eval.policies.base import TaskContext
+from sim_eval.policies.cache import CacheController
+from sim_eval.runtime.server import BatchedSlots, RemotePolicy, ServerError, ServerProcess
 
 SIZE = 128  # the tiny model's input size is the image size here: no resize differences to hide anything
 
@@ -110,12 +110,12 @@ def test_slot_state_restarts_per_episode():
 def _server(n_slots: int = 2, max_wait_ms: float = 50.0) -> ServerProcess:
     from omegaconf import OmegaConf
 
-    from sim_eval.app import _policy_on
-    from sim_eval.devices import plan_worker_devices
+    from sim_eval.runtime.devices import plan_worker_devices
+    from sim_eval.runtime.runner import policy_on
 
     policy_cfg = OmegaConf.to_container(compose(["policy=pi05_tiny", "policy.cache=cache2"]).policy, resolve=True)
     device = plan_worker_devices(0, [], "cpu")[0]
-    return ServerProcess(_policy_on, (policy_cfg, device), n_slots, max_batch=4, max_wait_ms=max_wait_ms)
+    return ServerProcess(policy_on, (policy_cfg, device), n_slots, max_batch=4, max_wait_ms=max_wait_ms)
 
 
 def _obs(k: int = 0) -> dict:

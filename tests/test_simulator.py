@@ -16,7 +16,7 @@ from PIL import Image
 
 from sim_eval.config import ConfigError, validate
 from sim_eval.envs import simulator
-from sim_eval.manifest import check_resume, identity, write_manifest
+from sim_eval.records.manifest import check_resume, identity, write_manifest
 
 B = ["policy=pi05_tiny", "suite=libero_object", "eval.tasks=[0]", "eval.episodes_per_task=1", "eval.max_steps=30"]
 
@@ -164,8 +164,8 @@ def test_bundle_round_trip_keeps_the_srgb_chunk_mujoco_reads(tmp_path):
 def test_merge_and_report_refuse_records_from_two_simulators(tmp_path, capsys):
     """A cache mode run under another MuJoCo is not paired with full, and two shards are not merged."""
     from sim_eval.analysis.runs import build_groups, load_runs
-    from sim_eval.app import run_meta
     from sim_eval.merge import main as merge_main
+    from sim_eval.runtime.runner import run_meta
 
     dirs = []
     for name, cache, mujoco in (("full", "full", None), ("cached", "cache3", "3.1.0")):

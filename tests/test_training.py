@@ -32,7 +32,7 @@ def _config(out: Path, steps: int, **extra):
     overrides += [f"{k}={v}" for k, v in extra.items()]
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sim_eval" / "conf"), version_base="1.3"):
         return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
 
 
@@ -72,8 +72,8 @@ def test_a_tiny_config_learns(trained):
 
 
 def test_checkpoint_loads_through_the_engine_and_matches_the_training_sampler(trained):
-    from policies.pi05.engine import load_engine
-    from policies.pi05.model import Pi05Model
+    from sim_eval.policies.pi05.engine import load_engine
+    from sim_eval.policies.pi05.model import Pi05Model
     from sim_eval.training.flow import sample_actions
     from sim_eval.training.train import model_sizes
 
@@ -86,7 +86,7 @@ def test_checkpoint_loads_through_the_engine_and_matches_the_training_sampler(tr
     model = Pi05Model(model_sizes(cfg.model, engine.info.sizes.vocab_size))
     from safetensors.torch import load_file
 
-    from policies.pi05.checkpoint import map_key
+    from sim_eval.policies.pi05.checkpoint import map_key
 
     weights = {map_key(k[len("model.") :]): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
     model.load_state_dict(weights)
@@ -121,7 +121,7 @@ def test_train_cli_rejects_bad_input_in_one_line(tmp_path):
 def test_several_noise_draws_per_prefix_average_the_single_draw_losses():
     """With k draws per prefix, the loss is the mean over the k draws: duplicating one draw k times gives the
     one-draw loss, and two different draws give the mean of their one-draw losses."""
-    from policies.pi05.model import Pi05Model
+    from sim_eval.policies.pi05.model import Pi05Model
     from sim_eval.training.config import ModelConfig
     from sim_eval.training.flow import flow_matching_loss, init_weights
     from sim_eval.training.train import model_sizes
@@ -164,7 +164,7 @@ def test_a_time_limit_fixes_a_schedule_that_ends_within_it():
 
 def _demo_dir(path: Path, tasks: list[int], steps: int = 7, stride: int = 2, image_size: int = 32) -> Path:
     """A recorder-shaped directory of small synthetic demos (gradient frames, so the video codec has real content)."""
-    from sim_eval.demos import MANIFEST, DemoWriter, demo_filename
+    from sim_eval.demos.files import MANIFEST, DemoWriter, demo_filename
 
     path.mkdir(parents=True)
     demos = []

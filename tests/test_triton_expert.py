@@ -1,4 +1,4 @@
-"""The Triton denoise-step kernels (``policies/pi05/triton_expert.py``) compute ``Pi05Model.velocity``.
+"""The Triton denoise-step kernels (``sim_eval/policies/pi05/triton_expert.py``) compute ``Pi05Model.velocity``.
 
 CI has no GPU: the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, numpy on the CPU) in fp32 on the
 fixture checkpoint, so every index, mask, split and epilogue is checked against the torch model, which itself matches
@@ -47,9 +47,9 @@ def _interpreter_shim() -> None:
 
 @pytest.fixture(scope="module")
 def tx():
-    """``policies.pi05.triton_expert`` with its kernels decorated for the interpreter."""
+    """``sim_eval.policies.pi05.triton_expert`` with its kernels decorated for the interpreter."""
     _interpreter_shim()
-    return importlib.import_module("policies.pi05.triton_expert")
+    return importlib.import_module("sim_eval.policies.pi05.triton_expert")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_denoise_with_triton_step_matches_lerobot(tx, engine, schedule):
 
 
 def test_unsupported_models_are_named(tx, engine):
-    from policies.pi05.engine import build_model
+    from sim_eval.policies.pi05.engine import build_model
 
     unfused = build_model(engine.model.sizes, torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="projections are not fused"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import imageio.v2 as imageio
 import numpy as np
 
-from sim_eval.video import EpisodeVideo
+from sim_eval.records.video import EpisodeVideo
 
 
 class FramesOnly:

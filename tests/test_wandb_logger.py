@@ -9,9 +9,10 @@ import shutil
 
 import pytest
 
+from sim_eval.analysis.summary import summarize
 from sim_eval.analysis.synthetic import make_sweep
-from sim_eval.loggers import TABLE_COLUMNS, NullLogger, WandbLogger, build_logger
-from sim_eval.records import read_records, summarize
+from sim_eval.records.episodes import read_records
+from sim_eval.runtime.loggers import TABLE_COLUMNS, NullLogger, WandbLogger, build_logger
 
 SUMMARY_KEYS = ("success_rate", "success_ci_low", "success_ci_high", "latency_p50_ms", "refresh_fraction",
                 "control_rate_hz", "cliff_episodes", "mcnemar_p", "paired_success_delta")  # fmt: skip
@@ -63,7 +64,7 @@ def test_wandb_failure_warns_once_and_goes_inert(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(wandb, "init", broken_init)
     logger = build_logger("online", "p", None, str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="sim_eval.loggers"):
+    with caplog.at_level(logging.WARNING, logger="sim_eval.runtime.loggers"):
         logger.start({}, "name", str(tmp_path), str(tmp_path))
         logger.log_episode({"key": "s/0/0", "success": True, "error": None, "inferences": []})
         logger.finish({}, [])
@@ -83,7 +84,7 @@ def test_failure_mid_run_warns_once(tmp_path, caplog):
     logger = WandbLogger("offline", "p")
     logger._run = FlakyRun()
     logger._group = logger._run_dir = str(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="sim_eval.loggers"):
+    with caplog.at_level(logging.WARNING, logger="sim_eval.runtime.loggers"):
         for k in range(3):
             logger.log_episode({"key": f"s/0/{k}", "success": False, "error": None, "inferences": []})
         logger.finish({}, [])
@@ -111,8 +112,8 @@ def test_paired_numbers_are_the_reports_whatever_the_job_order(tmp_path, monkeyp
     (the logger once paired cache3 with whichever full run it found first, the control arm's included)."""
     import wandb
 
-    from sim_eval.loggers import log_sweep
     from sim_eval.report import main as report_main
+    from sim_eval.runtime.loggers import log_sweep
 
     made = make_sweep(tmp_path / "made", modes=("full", "cache3"), tasks=3, episodes=6, control_seed=1, missing=0)
     runs: list[FakeRun] = []

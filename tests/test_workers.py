@@ -1,5 +1,5 @@
-"""``sim_eval.workers.run_in_workers``: spawned episode workers, the ways they can end, and no hang for any of them
-(the simulator-backed cases are in test_rollout.py and test_record.py)."""
+"""``sim_eval.runtime.workers.run_in_workers``: spawned episode workers, the ways they can end, and no hang for any of
+them (the simulator-backed cases are in test_rollout.py and test_record.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, run_cli, sigint_default
 from exiting_policy import RunnerDyingOnClose, RunnerFailingToStart, ThreadEnvRunner
 
-from sim_eval.workers import WorkerStartError, run_in_workers
+from sim_eval.runtime.workers import WorkerStartError, run_in_workers
 
 
 def test_a_worker_dying_after_its_last_episode_ends_the_run(monkeypatch):
@@ -77,7 +77,7 @@ PARENT = """
 import sys
 sys.path.insert(0, {tests!r})
 from exiting_policy import SleepingRunner
-from sim_eval.workers import run_in_workers
+from sim_eval.runtime.workers import run_in_workers
 try:
     list(run_in_workers(SleepingRunner, ({pid_file!r},), [(0, 0)], 1, lambda item, message: {{}}))
 except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """Propose the ``adaptive<N>`` pixel-MAE threshold that gives a target refresh fraction, from closed-loop records.
 
-The rule being calibrated (``policies/cache.py``): after a full frame the next N-1 inferences may reuse its prefix;
-before each of them the controller computes the max-over-views pixel MAE between the current model-input images and
-those of the last full frame, and runs full instead (a *forced refresh*, which starts a new window) when
+The rule being calibrated (``sim_eval/policies/cache.py``): after a full frame the next N-1 inferences may reuse its
+prefix; before each of them the controller computes the max-over-views pixel MAE between the current model-input images
+and those of the last full frame, and runs full instead (a *forced refresh*, which starts a new window) when
 ``MAE >= threshold``. The *refresh fraction* is forced refreshes / frames the window allowed to be cached -- the
 fraction of MAE checks that fire.
 

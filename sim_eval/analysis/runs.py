@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from sim_eval.analysis.stats import BASELINE_MODE, group_records
-from sim_eval.manifest import check_not_mixed
-from sim_eval.records import EPISODES_FILE, read_records
+from sim_eval.records.episodes import EPISODES_FILE, read_records
+from sim_eval.records.manifest import check_not_mixed
 
 Record = dict[str, Any]
 

@@ -1,15 +1,15 @@
 """Statistics of closed-loop episode records: success with confidence intervals, paired comparison against the
 ``full`` baseline, latency per inference kind, refresh behaviour, pixel MAE and the shadow reference.
 
-Everything here is a pure function of episode records (``sim_eval.records``); nothing is counted anywhere else, so a
-report, a wandb summary and a test all see the same numbers.
+Everything here is a pure function of episode records (``sim_eval.records.episodes``); nothing is counted anywhere
+else, so a report, a wandb summary and a test all see the same numbers.
 
 Conventions:
     * A record with ``error`` set is a crashed episode: neither success nor failure, excluded from success-rate
       denominators and from pairs, and counted separately.
     * Records are grouped by ``(policy, cache_mode, seed)``, ``seed`` being ``eval.seed``, the base of the per-episode
       flow-matching noise (``record_seed``). The baseline of a mode is the ``full`` group of the same policy and seed;
-      a ``full`` group at another seed is a *control arm* (see ``sim_eval.analysis.control``).
+      a ``full`` group at another seed is a *control arm* (``analysis.runs``, ``analysis.paired``).
     * Inference kinds: ``forced`` (``forced_refresh`` true: an adaptive refresh that ran the full prefix although the
       window allowed reuse), ``full`` (``used_full`` true and not forced -- a scheduled full frame, or every frame of a
       policy without a cache controller, where ``used_full`` is absent), ``cached`` (``used_full`` false), ``replayed``
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from policies.cache_mode import DEFAULT_THRESHOLD, parse_arm
 from sim_eval.analysis.compute import mean_compute_per_step_ms
-from sim_eval.records import arm_mode, count_outcomes, dedupe, record_seed
+from sim_eval.policies.cache_mode import DEFAULT_THRESHOLD, parse_arm
+from sim_eval.records.episodes import arm_mode, dedupe, record_seed
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975)
 COS_THRESHOLDS = (0.9, 0.8, 0.5)
@@ -64,6 +64,22 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def count_outcomes(group: list[Record]) -> dict[str, Any]:
+    """Episodes, finished, successes, failures, errors and success rate of deduplicated records (crashed episodes
+    are counted apart and left out of the rate, which is None when none finished)."""
+    errors = sum(1 for r in group if r.get("error") is not None)
+    successes = sum(1 for r in group if r.get("error") is None and r.get("success") is True)
+    finished = len(group) - errors
+    return {
+        "episodes": len(group),
+        "finished": finished,
+        "successes": successes,
+        "failures": finished - successes,
+        "errors": errors,
+        "success_rate": successes / finished if finished else None,
+    }
 
 
 def success_counts(records: Iterable[Record]) -> dict[str, Any]:
@@ -98,7 +114,7 @@ def mode_sort_key(mode: str) -> tuple:
 
 
 def parse_mode(mode: str) -> tuple[str, int | None]:
-    """``(kind, N)`` of a record's mode or arm name by the one grammar (``policies.cache_mode.parse_arm``):
+    """``(kind, N)`` of a record's mode or arm name by the one grammar (``sim_eval.policies.cache_mode.parse_arm``):
     ``("full", 1)``, ``("cache", N)``, ``("adaptive", N)``, ``("replay", N)``, or ``(mode, None)`` for anything else
     (e.g. ``-``). An arm's refresh rule (``adaptive3@mae4.2``) is not part of the kind."""
     arm = parse_arm(mode)

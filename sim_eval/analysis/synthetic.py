@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from policies.cache_mode import DEFAULT_THRESHOLD
 from sim_eval.analysis.stats import parse_mode
-from sim_eval.benchmarks import split_name
-from sim_eval.records import EPISODES_FILE, episode_key, write_summary
+from sim_eval.analysis.summary import write_summary
+from sim_eval.envs.benchmarks import split_name
+from sim_eval.policies.cache_mode import DEFAULT_THRESHOLD
+from sim_eval.records.episodes import EPISODES_FILE, episode_key
 
 SPATIAL_TASKS = [
     "pick up the black bowl between the plate and the ramekin and place it on the plate",
@@ -308,7 +309,7 @@ def _extra_steps(spec: _Spec, mode: str, eval_seed: int, task: int, ep: int) -> 
 
 
 def _identity(spec: _Spec, mode: str, eval_seed: int) -> dict[str, Any]:
-    """The settings part of a record as ``sim_eval.manifest.identity`` writes it (the refresh rule for adaptive
+    """The settings part of a record as ``sim_eval.records.manifest.identity`` writes it (the refresh rule for adaptive
     modes only: it acts on nothing else)."""
     ident: dict[str, Any] = {"suite": spec.suite, "policy.name": spec.policy, "policy.cache": mode}
     if parse_mode(mode)[0] == "adaptive":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim_eval.video import VIDEO_CRF
+from sim_eval.records.video import VIDEO_CRF
 
 LABEL_HEIGHT = 14
 

@@ -39,7 +39,7 @@ def first_frame_means(
 ) -> dict[str, np.ndarray]:
     """Per view, the mean colour (0-1, R G B) over the first frames of every task of ``suites``, each task weighted
     alike."""
-    from sim_eval import benchmarks
+    from sim_eval.envs import benchmarks
 
     sums: dict[str, list[np.ndarray]] = {}
     for suite in suites:

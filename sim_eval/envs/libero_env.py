@@ -19,11 +19,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policies.base import ACTION_DIM, STATE_DIM, VIEWS
-from sim_eval.benchmarks import task_instruction
-from sim_eval.devices import unpinned_egl_default
-from sim_eval.envs.images import resize_with_pad
+from sim_eval.envs.benchmarks import task_instruction
+from sim_eval.envs.protocol import libero_state, resize_with_pad, upright
 from sim_eval.envs.simulator import colorspace_processor
+from sim_eval.policies.base import ACTION_DIM, STATE_DIM, VIEWS
 
 # LIBERO camera names behind our view names.
 CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
@@ -45,28 +44,6 @@ def reset_simulator(control_env) -> dict[str, np.ndarray]:
         except RandomizationError:
             continue
     raise RuntimeError(f"reset: no object placement found in {RESET_ATTEMPTS} attempts (robosuite RandomizationError)")
-
-
-def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
-    """Axis-angle (rotation vector) of a unit quaternion in (x, y, z, w) order, the convention of LIBERO's state."""
-    quat = np.asarray(quat_xyzw, dtype=np.float64)
-    w = float(np.clip(quat[3], -1.0, 1.0))
-    sin_half = np.sqrt(1.0 - w * w)
-    if np.isclose(sin_half, 0.0):
-        return np.zeros(3)
-    return quat[:3] * 2.0 * np.arccos(w) / sin_half
-
-
-def libero_state(raw_obs: dict[str, np.ndarray]) -> np.ndarray:
-    """The 8-D state: eef position, eef axis-angle, both gripper finger joint positions."""
-    return np.concatenate(
-        [raw_obs["robot0_eef_pos"], quat_to_axis_angle(raw_obs["robot0_eef_quat"]), raw_obs["robot0_gripper_qpos"]]
-    ).astype(np.float32)
-
-
-def upright(image: np.ndarray) -> np.ndarray:
-    """Undo LIBERO's 180-degree camera rotation."""
-    return np.ascontiguousarray(image[::-1, ::-1])
 
 
 class _DropMessages(logging.Filter):
@@ -91,12 +68,25 @@ def quiet_dependencies() -> None:
     logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
 
 
+def unpinned_egl_default() -> None:
+    """Before a simulator exists in a process whose rendering is not pinned: robosuite picks its EGL device from
+    ``MUJOCO_EGL_DEVICE_ID``, else from ``CUDA_VISIBLE_DEVICES`` parsed as a list of integers. submitit's local and
+    SLURM executors set ``CUDA_VISIBLE_DEVICES=""`` for a job without GPUs (SLURM may also set GPU UUIDs), which
+    robosuite fails on (``int('')``) for every episode. Naming EGL device 0 is what robosuite does when neither is
+    set; the torch side keeps seeing the GPUs (none) the launcher gave it."""
+    if os.environ.get("MUJOCO_GL", "egl") != "egl" or os.environ.get("MUJOCO_EGL_DEVICE_ID") is not None:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not all(part.strip().isdigit() for part in visible.split(",")):
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = "0"
+
+
 def task_info(suite: str, task_id: int) -> tuple[Any, Path, np.ndarray]:
     """LIBERO's task object, its BDDL file and its init states."""
     quiet_dependencies()
     from libero.libero import get_libero_path
 
-    from sim_eval.benchmarks import quiet_suite
+    from sim_eval.envs.benchmarks import quiet_suite
 
     task_suite = quiet_suite(suite)
     task = task_suite.get_task(task_id)

@@ -1,4 +1,4 @@
-"""Structured config of ``python -m sim_eval.train`` (``conf/train.yaml``): one dataclass per part, checked in
+"""Structured config of ``python -m sim_eval.train`` (``sim_eval/conf/train.yaml``): one dataclass per part, checked in
 ``__post_init__`` so a bad value is one line before any data is read."""
 
 from __future__ import annotations

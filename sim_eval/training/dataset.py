@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_eval.demos import VIEWS, iter_demos, load_manifest
+from sim_eval.demos.files import VIEWS, iter_demos, load_manifest
 
 FORMAT = "sim_eval.training_set/1"
 ARRAYS = "arrays.npz"

@@ -2,8 +2,8 @@
 
 config.json                         type pi05, features, chunk / steps, LeRobot's training fields, and
                                     ``model_sizes`` (the small widths; the variant names stay LeRobot's)
-model.safetensors                   ``model.``-prefixed LeRobot key names (``policies.pi05.checkpoint`` maps them)
-policy_preprocessor.json            rename, to-batch, normalizer (state QUANTILES), tokenizer, device steps
+model.safetensors                   ``model.``-prefixed LeRobot key names (``sim_eval.policies.pi05.checkpoint`` maps
+them) policy_preprocessor.json            rename, to-batch, normalizer (state QUANTILES), tokenizer, device steps
 policy_preprocessor_step_3_normalizer_processor.safetensors
 policy_postprocessor.json           unnormalizer (action QUANTILES), device
 policy_postprocessor_step_0_unnormalizer_processor.safetensors
@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.pi05.checkpoint import _PREFIXES
-from policies.pi05.config import ModelSizes
+from sim_eval.policies.pi05.checkpoint import _PREFIXES
+from sim_eval.policies.pi05.config import ModelSizes
 
 CAMERA_KEYS = {"agentview": "observation.images.base_0_rgb", "wrist": "observation.images.left_wrist_0_rgb"}
 STATS = ("min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99")
 
 
 def lerobot_key(name: str) -> str:
-    """Our module name -> LeRobot's state-dict key (the inverse of ``policies.pi05.checkpoint.map_key``)."""
+    """Our module name -> LeRobot's state-dict key (the inverse of ``sim_eval.policies.pi05.checkpoint.map_key``)."""
     for src, dst in _PREFIXES:
         if name.startswith(dst):
             return "model." + src + name[len(dst) :]

@@ -1,4 +1,5 @@
-"""Pi0.5's flow-matching objective and sampler on ``policies.pi05.model.Pi05Model``, the network the engine runs.
+"""Pi0.5's flow-matching objective and sampler on ``sim_eval.policies.pi05.model.Pi05Model``, the network the engine
+runs.
 
 Training: for normalized actions ``a`` and noise ``e``, ``x_t = t*e + (1-t)*a`` with ``t ~ Beta(1.5, 1) * 0.999 +
 0.001`` (LeRobot's / openpi's time sampling, weighting noisy times), and the expert regresses the velocity ``e - a``
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from policies.pi05.model import Pi05Model
+from sim_eval.policies.pi05.model import Pi05Model
 
 TIME_BETA = (1.5, 1.0)
 TIME_SCALE, TIME_OFFSET = 0.999, 0.001

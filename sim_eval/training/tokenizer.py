@@ -1,15 +1,15 @@
 """A SentencePiece tokenizer for the suite's instructions (the small model has no use for PaliGemma's 257k pieces).
 
 A word-level model over the instructions, with PaliGemma's special ids (pad 0, eos 1, bos 2, unk 3) and the prompt's
-line break as a piece of its own, so ``policies.pi05.processing.PromptTokenizer`` encodes prompts exactly as for
-the real model: BOS, the cleaned instruction, then "\\n"."""
+line break as a piece of its own, so ``sim_eval.policies.pi05.processing.PromptTokenizer`` encodes prompts exactly as
+for the real model: BOS, the cleaned instruction, then "\\n"."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from policies.pi05.processing import clean_task
+from sim_eval.policies.pi05.processing import clean_task
 
 
 def train_tokenizer(instructions: list[str], out: str | Path) -> Path:

@@ -1,7 +1,8 @@
 """The training loop of ``python -m sim_eval.train``: a small ``Pi05Model`` from scratch on a training set.
 
 Everything that defines the result is in the config (seeded), and everything it produces lands in ``out``:
-``tokenizer.model``, ``checkpoints/step_NNNNNN/`` (LeRobot-format checkpoints of the EMA weights at ``save_at``),
+``tokenizer.model``, ``sim_eval/checkpoints/step_NNNNNN/`` (LeRobot-format checkpoints of the EMA weights at
+``save_at``),
 ``loss.jsonl`` and ``loss.png``. Images and labels live on the training device as tensors (a LIBERO training set is
 a few GB of uint8 frames), so a step is a gather, an augmentation and the flow-matching loss.
 """
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from policies.pi05.config import GemmaSizes, ModelSizes, VisionSizes
-from policies.pi05.model import Pi05Model
-from policies.pi05.processing import Normalizer, PromptTokenizer
+from sim_eval.policies.pi05.config import GemmaSizes, ModelSizes, VisionSizes
+from sim_eval.policies.pi05.model import Pi05Model
+from sim_eval.policies.pi05.processing import Normalizer, PromptTokenizer
 from sim_eval.training.config import AugmentConfig, ModelConfig, TrainConfig
 from sim_eval.training.dataset import TrainingSet
 from sim_eval.training.export_checkpoint import feature_stats, write_checkpoint

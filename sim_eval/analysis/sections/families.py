@@ -1,7 +1,7 @@
 """``## Perturbation families``: results grouped by base suite and LIBERO-PRO perturbation family (``suite=
 libero_object_swap`` is the family ``swap`` of the base suite ``libero_object``): success per family and mode, the
 paired comparison against ``full`` within each suite, and a family x mode heat map. Shown when the records span a
-perturbed suite; the family comes from the suite's name (``sim_eval.benchmarks.split_name``), so records written
+perturbed suite; the family comes from the suite's name (``sim_eval.envs.benchmarks.split_name``), so records written
 before they carried ``base_suite`` / ``perturbation`` group the same way."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from sim_eval.analysis import plots
 from sim_eval.analysis.paired import per_suite_deltas
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.fmt import pct, pvalue, table
-from sim_eval.benchmarks import dimension, split_name
-from sim_eval.records import count_outcomes
+from sim_eval.analysis.stats import count_outcomes
+from sim_eval.envs.benchmarks import dimension, split_name
 
 BASE = "(none)"  # the family of an unperturbed base suite
 

@@ -1,5 +1,0 @@
-"""Privileged scripted expert for LIBERO (a policy like any other: ``policy=scripted``)."""
-
-from policies.scripted.expert import ScriptedExpert
-
-__all__ = ["ScriptedExpert"]

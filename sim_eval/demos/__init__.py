@@ -1,0 +1,2 @@
+"""Demonstrations for training the embedded model: the recorder (held-out start layouts, DART noise, workers) and the
+demo files it writes."""

@@ -1,0 +1,124 @@
+"""Batched ``encode_prefix`` and ``denoise`` over observations of several episodes at once, for the batched policy
+server (``sim_eval.runtime.server``). Each slot gets back exactly what ``Pi05Engine``'s batch-1 calls give it: a
+``PrefixCache`` of its own (unpadded, batch 1) and its own action chunk.
+
+Slots differ in prompt length (the instruction, and the state tokens that change every frame) and, for denoising,
+in the age and length of their prefixes. Both calls pad to the longest slot and mask the padding by key: valid
+positions come first, so RoPE positions, and every valid query's keys, are those of the slot alone. On CUDA the
+batch is rounded up to a power of two (the extra rows repeat the first slot and are dropped) and lengths to a
+multiple of ``LENGTH_BUCKET``, so a handful of CUDA graphs serve every batch; on the CPU nothing is rounded.
+
+The denoise step runs the model's own torch ops (compiled on CUDA when the engine is): the Triton expert kernels
+are batch-1 kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sim_eval.policies.pi05.engine import Pi05Engine, Prepared
+from sim_eval.policies.pi05.model import PrefixCache
+
+LENGTH_BUCKET = 32  # CUDA: prompt and prefix lengths rounded up to this many positions (masked)
+
+
+def _velocity(engine: Pi05Engine):
+    """The batched denoise step's velocity: the engine's compiled torch step when it runs one (``kernels=torch``),
+    else the model's eager torch ops (the Triton expert kernels are batch-1 kernels), replayed under CUDA graphs.
+    Compiling it with dynamic shapes for batching was tried on an H200 and did not finish its first batch within
+    200 s (docs/benchmarks.md)."""
+    return engine._velocity if engine.kernels == "torch" else engine.model.velocity
+
+
+def _bucket_batch(engine: Pi05Engine, n: int) -> int:
+    return 1 << (n - 1).bit_length() if engine.cuda_graphs else n
+
+
+def _bucket_length(engine: Pi05Engine, n: int) -> int:
+    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET if engine.cuda_graphs else n
+
+
+def encode_prefix_batch(engine: Pi05Engine, preps: Sequence[Prepared]) -> list[PrefixCache]:
+    """One prefix pass for all ``preps`` (grouped by camera count, which sets the image tokens); slot i's cache."""
+    out: list[PrefixCache | None] = [None] * len(preps)
+    groups: dict[int, list[int]] = {}
+    for i, prep in enumerate(preps):
+        groups.setdefault(prep.images.shape[0], []).append(i)
+    for n_cam, members in groups.items():
+        for i, cache in zip(members, _prefix_group(engine, [preps[i] for i in members], n_cam), strict=True):
+            out[i] = cache
+    return out  # type: ignore[return-value]
+
+
+def _prefix_group(engine: Pi05Engine, preps: list[Prepared], n_cam: int) -> list[PrefixCache]:
+    n = len(preps)
+    rows = preps + [preps[0]] * (_bucket_batch(engine, n) - n)
+    lengths = [len(p.tokens) for p in rows]
+    t_pad = _bucket_length(engine, max(lengths))
+    n_img = n_cam * engine.info.sizes.vision.num_tokens
+    ids = torch.zeros(len(rows), t_pad, dtype=torch.long)
+    key_mask = torch.zeros(len(rows), n_img + t_pad, dtype=torch.bool)
+    for r, prep in enumerate(rows):
+        ids[r, : lengths[r]] = torch.tensor(prep.tokens, dtype=torch.long)
+        key_mask[r, : n_img + lengths[r]] = True
+    images = torch.stack([p.images for p in rows]).to(engine.device, engine.dtype)
+    ids, key_mask = ids.to(engine.device), key_mask.to(engine.device)
+    with torch.inference_mode():
+        if engine.cuda_graphs:
+            inputs = {"images": images, "ids": ids, "key_mask": key_mask}
+            keys, values = engine._replay(
+                ("prefix_batch", len(rows), n_cam, t_pad), lambda **kw: engine._prefix_kv(**kw), inputs
+            )
+        else:
+            keys, values = engine._prefix_kv(images, ids, key_mask)
+        caches = []
+        for r in range(n):
+            valid = n_img + lengths[r]
+            k = keys[:, r : r + 1, :, :valid].clone()
+            v = values[:, r : r + 1, :, :valid].clone()
+            caches.append(PrefixCache(k, v, None, valid))
+    return caches
+
+
+def denoise_batch(
+    engine: Pi05Engine, caches: Sequence[PrefixCache], noises: Sequence[torch.Tensor]
+) -> list[np.ndarray]:
+    """Each slot's action chunk (n_action_steps, 7), un-normalized, from its own prefix and noise, in one batch."""
+    n = len(caches)
+    if n != len(noises) or n == 0:
+        raise ValueError(f"denoise_batch: {n} caches and {len(noises)} noises (need as many, at least one)")
+    if any(c.keys.shape[1] != 1 for c in caches):
+        raise ValueError("denoise_batch takes batch-1 prefix caches (one per slot)")
+    rows = list(range(n)) + [0] * (_bucket_batch(engine, n) - n)
+    valid = [int(caches[i].n_valid) for i in rows]
+    p_pad = _bucket_length(engine, max(valid))
+    first = caches[0].keys
+    layers, _, kv_heads, _, head_dim = first.shape
+    keys = torch.zeros(layers, len(rows), kv_heads, p_pad, head_dim, dtype=first.dtype, device=first.device)
+    values = torch.zeros_like(keys)
+    key_mask = torch.zeros(len(rows), p_pad, dtype=torch.bool, device=first.device)
+    for r, i in enumerate(rows):
+        c = caches[i]
+        # a batch-1 cache may itself be padded (pad_multiple > 1): its valid positions come first
+        keys[:, r, :, : valid[r]] = c.keys[:, 0, :, : valid[r]]
+        values[:, r, :, : valid[r]] = c.values[:, 0, :, : valid[r]]
+        key_mask[r, : valid[r]] = True
+    noise = torch.cat([noises[i].reshape(1, *noises[i].shape[-2:]) for i in rows]).to(engine.device, torch.float32)
+    n_valid = torch.tensor(valid, device=engine.device)[:, None]
+    velocity = _velocity(engine)
+    mods = engine.modulations()
+
+    def fn(keys, values, noise, n_valid, key_mask):
+        cache = PrefixCache(keys, values, key_mask, n_valid)
+        return engine.model.denoise(cache, noise, engine.num_steps, modulations=mods, velocity_fn=velocity)
+
+    with torch.inference_mode():
+        inputs = {"keys": keys, "values": values, "noise": noise, "n_valid": n_valid, "key_mask": key_mask}
+        if engine.cuda_graphs:
+            x = engine._replay(("denoise_batch", len(rows), p_pad), fn, inputs).clone()
+        else:
+            x = fn(**inputs)
+    x = x[:n, : engine.info.n_action_steps, :7].float().cpu().numpy()
+    return [engine.normalizer.unnormalize_actions(x[i]) for i in range(n)]
