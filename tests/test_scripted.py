@@ -256,3 +256,43 @@ def test_a_fixture_blocks_the_hand_only_where_its_geoms_are():
     along_x = np.array([1.0, 0.0, 0.0])
     assert world.hand_clearance(p, np.array([-0.05, 0.09]), along_x, 0.05) > 0
     assert world.hand_clearance(p, np.array([-0.05, -0.05]), along_x, 0.05) < 0
+
+
+def test_a_plate_with_a_raised_rim_is_a_dish_and_a_flat_box_is_not():
+    from policies.scripted import world
+
+    # A LIBERO plate: a 4 mm floor slab and a rim 1.9 cm high. A rim geom turned 45 degrees about z has a world box
+    # that reaches over the centre too: the floor is the lowest top among the boxes covering the centre.
+    floor = ([-0.03, -0.03, 0.0], [0.03, 0.03, 0.009])
+    diagonal_rim = ([-0.015, -0.015, 0.0], [0.07, 0.07, 0.019])
+    rim = [([-0.07, -0.07, 0.0], [-0.04, 0.07, 0.019]), ([0.04, -0.07, 0.0], [0.07, 0.07, 0.019])]
+    plate = _entity([0.0, 0.0, 0.0095], [0.07, 0.07, 0.0095], geoms=[floor, diagonal_rim, *rim])
+    assert world.dish_floor(plate) == pytest.approx(0.009)
+    assert world.is_dish(plate)
+    tray = _entity([0.0, 0.0, 0.0095], [0.07, 0.07, 0.0095])  # as flat and wide, but solid
+    assert not world.is_dish(tray)
+
+
+def test_a_dish_is_aimed_at_the_nearest_point_inside_the_region():
+    from policies.scripted import world
+
+    p = {
+        "sites": {
+            "front": {"pos": np.array([-0.05, 0.21, 0.9]), "mat": np.eye(3), "size": np.array([0.04, 0.04, 0.007])}
+        }
+    }
+    goal = world.nearest_in_region(p, "front", np.array([0.05, -0.03]))
+    # the region's nearest corner, a margin in: LIBERO's On only needs the origin inside the site's box
+    np.testing.assert_allclose(goal, [-0.01 - world.REGION_MARGIN, 0.17 + world.REGION_MARGIN])
+    inside = np.array([-0.04, 0.2])
+    np.testing.assert_allclose(world.nearest_in_region(p, "front", inside), inside)
+    assert world.nearest_in_region(p, "plate_1", inside) is None  # an object, not a region
+
+
+def test_clear_yaw_turns_the_palm_away_from_a_tall_neighbour():
+    from policies.scripted import world
+
+    # a bowl 8 cm to the -x side of the hand, taller than the palm's underside: the palm must not lie along x
+    p = {"objects": {"bowl": _entity([-0.08, 0.0, 0.025], [0.03, 0.03, 0.025])}}
+    yaw = world.clear_yaw(p, np.array([[0.0, 0.0]]), z_site=0.01)
+    assert abs(closing_axis(yaw)[0]) < 0.5

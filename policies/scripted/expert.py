@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import TaskContext, Timer
-from policies.scripted import articulated, skills
+from policies.scripted import articulated, skills, world
 from policies.scripted.motion import OPEN, Servo
 
 # The order goal predicates are worked on: a container is opened before something is put in it and closed after.
@@ -97,7 +97,8 @@ class ScriptedExpert:
 
         kind = pred[0]
         if kind in ("on", "in") and skills.is_pushable(ctx.p, pred[1]):
-            yield from skills.push(ctx, pred[1], kind, pred[2])
+            slide = skills.drag if world.is_dish(ctx.p["objects"][pred[1]]) else skills.push
+            yield from slide(ctx, pred[1], kind, pred[2])
         elif kind in ("on", "in"):
             if (yield from skills.pick(ctx, pred[1])):
                 yield from skills.place(ctx, pred[1], kind, pred[2])
