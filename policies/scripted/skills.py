@@ -133,11 +133,12 @@ def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str |
     return True
 
 
-def pick(ctx: Context, name: str) -> Skill:
-    """Grasp ``name`` and lift it; True when it is in the hand (fingers not shut on air, object rose with the hand)."""
+def pick(ctx: Context, name: str, grasp: world.Grasp | None = None) -> Skill:
+    """Grasp ``name`` (by ``grasp``, or as ``world.plan_grasp`` chooses) and lift it; True when it is in the hand
+    (fingers not shut on air, object rose with the hand)."""
     ctx.phase = f"pick:{name}"
     ctx.orient = None
-    grasp = world.plan_grasp(ctx.p, name)
+    grasp = grasp or world.plan_grasp(ctx.p, name)
     ctx.yaw = grasp.yaw
     approach = np.array([0.0, 0.0, 1.0])
     if grasp.axis is not None:
