@@ -256,3 +256,119 @@ def test_a_fixture_blocks_the_hand_only_where_its_geoms_are():
     along_x = np.array([1.0, 0.0, 0.0])
     assert world.hand_clearance(p, np.array([-0.05, 0.09]), along_x, 0.05) > 0
     assert world.hand_clearance(p, np.array([-0.05, -0.05]), along_x, 0.05) < 0
+
+
+def test_a_plate_with_a_raised_rim_is_a_dish_and_a_flat_box_is_not():
+    from sim_eval.policies.scripted import world
+
+    # A LIBERO plate: a 4 mm floor slab and a rim 1.9 cm high. A rim geom turned 45 degrees about z has a world box
+    # that reaches over the centre too: the floor is the lowest top among the boxes covering the centre.
+    floor = ([-0.03, -0.03, 0.0], [0.03, 0.03, 0.009])
+    diagonal_rim = ([-0.015, -0.015, 0.0], [0.07, 0.07, 0.019])
+    rim = [([-0.07, -0.07, 0.0], [-0.04, 0.07, 0.019]), ([0.04, -0.07, 0.0], [0.07, 0.07, 0.019])]
+    plate = _entity([0.0, 0.0, 0.0095], [0.07, 0.07, 0.0095], geoms=[floor, diagonal_rim, *rim])
+    assert world.dish_floor(plate) == pytest.approx(0.009)
+    assert world.is_dish(plate)
+    tray = _entity([0.0, 0.0, 0.0095], [0.07, 0.07, 0.0095])  # as flat and wide, but solid
+    assert not world.is_dish(tray)
+
+
+def test_a_dish_is_aimed_at_the_nearest_point_inside_the_region():
+    from sim_eval.policies.scripted import world
+
+    p = {
+        "sites": {
+            "front": {"pos": np.array([-0.05, 0.21, 0.9]), "mat": np.eye(3), "size": np.array([0.04, 0.04, 0.007])}
+        }
+    }
+    goal = world.nearest_in_region(p, "front", np.array([0.05, -0.03]))
+    # the region's nearest corner, a margin in: LIBERO's On only needs the origin inside the site's box
+    np.testing.assert_allclose(goal, [-0.01 - world.REGION_MARGIN, 0.17 + world.REGION_MARGIN])
+    inside = np.array([-0.04, 0.2])
+    np.testing.assert_allclose(world.nearest_in_region(p, "front", inside), inside)
+    assert world.nearest_in_region(p, "plate_1", inside) is None  # an object, not a region
+
+
+def test_clear_yaw_turns_the_palm_away_from_a_tall_neighbour():
+    from sim_eval.policies.scripted import world
+
+    # a bowl 8 cm to the -x side of the hand, taller than the palm's underside: the palm must not lie along x
+    p = {"objects": {"bowl": _entity([-0.08, 0.0, 0.025], [0.03, 0.03, 0.025])}}
+    yaw = world.clear_yaw(p, np.array([[0.0, 0.0]]), z_site=0.01)
+    assert abs(closing_axis(yaw)[0]) < 0.5
+
+
+def _microwave() -> dict:
+    """A box open towards -y: floor, roof, side walls and back wall, plus a door (a moving part) standing open."""
+    walls = [
+        ([-0.16, 0.25, 0.92], [-0.135, 0.45, 1.1]),  # left
+        ([0.07, 0.25, 0.92], [0.18, 0.45, 1.1]),  # right
+        ([-0.135, 0.42, 0.92], [0.07, 0.45, 1.1]),  # back
+        ([-0.135, 0.25, 1.09], [0.07, 0.42, 1.1]),  # roof
+        ([-0.135, 0.25, 0.92], [0.07, 0.42, 0.944]),  # floor
+        ([0.095, 0.23, 0.92], [0.18, 0.25, 1.1]),  # a control panel standing proud of the front face
+    ]
+    door = ([-0.23, 0.0, 0.92], [-0.165, 0.25, 1.1])
+    mw = _entity([0.0, 0.35, 1.0], [0.2, 0.2, 0.09], geoms=[*walls, door], fixture=True)
+    mw["parts"] = {
+        "door": {
+            "joints": ["hinge"],
+            "aabb": np.array(door),
+            "geom_min": np.array([door[0]]),
+            "geom_max": np.array([door[1]]),
+        }
+    }
+    return mw
+
+
+def _region(pos, half, parent, joints=()) -> dict:
+    return {
+        "pos": np.array(pos, float),
+        "mat": np.eye(3),
+        "size": np.array(half, float),
+        "parent": parent,
+        "joints": list(joints),
+    }
+
+
+def test_a_region_under_a_roof_is_entered_through_its_one_open_side():
+    from sim_eval.policies.scripted import enclosure
+
+    p = {"objects": {"mw": _microwave()}, "sites": {"heat": _region([0.0, 0.35, 1.016], [0.12, 0.084, 0.08], "mw")}}
+    way = enclosure.opening(p, "heat")
+    assert way is not None
+    np.testing.assert_allclose(way.out, [0.0, -1.0, 0.0])  # the door is a moving part: it does not close the side
+    assert way.floor == pytest.approx(0.944) and way.ceiling == pytest.approx(1.09)
+    assert way.mouth == pytest.approx(-0.25)  # the front face, not the panel standing out beside the opening
+    assert way.back == pytest.approx(-0.42, abs=0.01)
+    assert way.sides[0] == pytest.approx(-0.135, abs=0.01) and way.sides[1] == pytest.approx(0.07, abs=0.01)
+    # a drawer's region (it moves with a joint) and a region on a table are filled from above
+    p["sites"]["drawer"] = _region([0.0, 0.35, 1.016], [0.12, 0.084, 0.08], "mw", joints=["slide"])
+    p["sites"]["table"] = _region([0.5, 0.0, 0.9], [0.05, 0.05, 0.01], "")
+    assert enclosure.opening(p, "drawer") is None and enclosure.opening(p, "table") is None
+
+
+def test_a_mugs_handle_is_found_and_pinched_across_its_thin_side_above_the_rim():
+    from sim_eval.policies.scripted import enclosure
+
+    # a ring of 16 wall boxes (radius 5 cm, 10 cm tall) and a handle loop sticking out 3.5 cm towards -y
+    ring = []
+    for a in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        c = 0.045 * np.array([np.cos(a), np.sin(a)])
+        ring.append(([c[0] - 0.01, c[1] - 0.01, 0.0], [c[0] + 0.01, c[1] + 0.01, 0.1]))
+    loop = [([-0.008, -0.088, 0.03], [0.008, -0.079, 0.085]), ([-0.008, -0.088, 0.073], [0.008, -0.045, 0.086])]
+    mug = _entity([0.0, 0.0, 0.05], [0.055, 0.07, 0.05], geoms=[*ring, *loop])
+    h = enclosure.handle(mug)
+    assert h is not None
+    np.testing.assert_allclose(h.direction, [0.0, -1.0], atol=1e-6)
+    assert h.reach == pytest.approx(0.088) and h.back == pytest.approx(0.055, abs=0.002)
+    assert abs(abs(closing_axis(h.grasp.yaw)[0]) - 1.0) < 1e-6  # closes along x, across the 1.6 cm wide loop
+    assert h.grasp.pos[1] < -0.05 and h.grasp.pos[2] >= 0.1 - world_palm() + 0.004
+    # a plain cup without a handle has none
+    assert enclosure.handle(_entity([0.0, 0.0, 0.05], [0.055, 0.055, 0.05], geoms=ring)) is None
+
+
+def world_palm() -> float:
+    from sim_eval.policies.scripted import world
+
+    return world.PALM_ABOVE_SITE

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sim_eval.policies.base import TaskContext, Timer
-from sim_eval.policies.scripted import articulated, skills
+from sim_eval.policies.scripted import articulated, enclosure, skills, world
 from sim_eval.policies.scripted.motion import OPEN, Servo
 
 # The order goal predicates are worked on: a container is opened before something is put in it and closed after.
@@ -96,8 +96,12 @@ class ScriptedExpert:
             return bool(p["goal_status"][index]) if index >= 0 else articulated.is_open(p, pred[1])
 
         kind = pred[0]
-        if kind in ("on", "in") and skills.is_pushable(ctx.p, pred[1]):
-            yield from skills.push(ctx, pred[1], kind, pred[2])
+        way = enclosure.opening(ctx.p, pred[2]) if kind == "in" else None
+        if way is not None:
+            yield from enclosure.put_inside(ctx, pred[1], pred[2], way)
+        elif kind in ("on", "in") and skills.is_pushable(ctx.p, pred[1]):
+            slide = skills.drag if world.is_dish(ctx.p["objects"][pred[1]]) else skills.push
+            yield from slide(ctx, pred[1], kind, pred[2])
         elif kind in ("on", "in"):
             if (yield from skills.pick(ctx, pred[1])):
                 yield from skills.place(ctx, pred[1], kind, pred[2])

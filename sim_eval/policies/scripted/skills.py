@@ -32,6 +32,12 @@ Target = np.ndarray | Callable[[dict], np.ndarray]
 CARRY_MARGIN = 0.035  # clearance between a carried object's bottom and whatever it passes over
 TRANSIT_MARGIN = 0.05  # clearance between the empty fingertips and whatever they pass over
 CARRY_SPEED = 0.7  # speed cap (fraction of the controller's full step) while carrying
+# The fingertips are aimed this far below a dragged dish's floor: the controller's stiffness then presses them onto it
+# (aimed at the floor they hover ~7 mm above it, over the rim's low inner edge) and friction carries the dish along.
+DISH_PRESS = 0.02
+DISH_PUSH = 0.03  # the hand is aimed this far beyond where a dragged dish must go (keeps the push firm to the end)
+DISH_TOL = 0.01  # a dragged dish this close to its goal is there
+DISH_SLIP = 0.05  # a dragged dish this far from where it sat under the fingers has been left behind
 
 
 @dataclass
@@ -136,11 +142,12 @@ def transit(ctx: Context, goal: np.ndarray, grip: float, exclude=(), held: str |
     return True
 
 
-def pick(ctx: Context, name: str) -> Skill:
-    """Grasp ``name`` and lift it; True when it is in the hand (fingers not shut on air, object rose with the hand)."""
+def pick(ctx: Context, name: str, grasp: world.Grasp | None = None) -> Skill:
+    """Grasp ``name`` (by ``grasp``, or as ``world.plan_grasp`` chooses) and lift it; True when it is in the hand
+    (fingers not shut on air, object rose with the hand)."""
     ctx.phase = f"pick:{name}"
     ctx.orient = None
-    grasp = world.plan_grasp(ctx.p, name)
+    grasp = grasp or world.plan_grasp(ctx.p, name)
     ctx.yaw = grasp.yaw
     approach = np.array([0.0, 0.0, 1.0])
     if grasp.axis is not None:
@@ -254,6 +261,57 @@ def push(ctx: Context, name: str, pred: str, target: str) -> Skill:
             ctx, move(ctx, stroke, CLOSED, tol=0.008, max_steps=90, speed=0.5, stall_steps=10), _ahead(name, n[:2])
         )
         yield from move(ctx, ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.05]), CLOSED, tol=0.02, max_steps=20)
+    return True
+
+
+def drag(ctx: Context, name: str, pred: str, target: str) -> Skill:
+    """Move a dish (a plate: a flat floor inside a raised rim) with the closed fingertips standing on its floor: the
+    rim is then pushed from inside whichever way the hand goes, so no room is needed beside the dish (a plate hemmed
+    in by a cabinet and a bowl has none on the side a push from outside would need)."""
+    ctx.phase = f"drag:{name}->{target}"
+    ctx.orient = None
+    slot = ctx.slots.get((name, target), (0, 1))
+    if world.finger_width(ctx.p) > 0.01:
+        yield from actuate(ctx, CLOSED)
+    e = ctx.p["objects"][name]
+    # On a region the dish only has to get inside it: its nearest point (a margin in) is less travel than its middle,
+    # and less of whatever stands beyond gets shoved ahead of the rim (cream cheese wedged under it stopped a plate).
+    goal = world.nearest_in_region(ctx.p, target, e["pos"][:2]) if pred == "on" else None
+    gap = (world.destination(ctx.p, pred, target, name, slot).xy if goal is None else goal) - e["pos"][:2]
+    floor = world.dish_floor(e) + world.TIP_BELOW_SITE - DISH_PRESS
+    # The palm, 20 cm long along the closing axis, comes down to about a bowl's height: turn it so that it clears
+    # the neighbours all the way (a bowl beside the plate held the hand up, and the fingertips slid over the floor).
+    path = world.center(e)[:2] + np.linspace(0.0, 1.0, 5)[:, None] * gap
+    ctx.yaw = world.clear_yaw(ctx.p, path, floor, exclude=[name], prefer=gap)
+    yield from transit(ctx, np.array([*world.center(e)[:2], floor + 0.05]), CLOSED)
+
+    def into(p):
+        return np.array([*world.center(p["objects"][name])[:2], floor])
+
+    # Down from the transit height fast, the last few cm slowly; done when the fingertips stand on the floor.
+    yield from move(ctx, lambda p: into(p) + np.array([0.0, 0.0, 0.04]), CLOSED, tol=0.01, max_steps=40)
+    yield from move(ctx, into, CLOSED, tol=0.004, max_steps=30, speed=0.5, stall_steps=6)
+    offset = ctx.p["objects"][name]["pos"][:2] - ctx.p["eef_pos"][:2]
+
+    def gap_now(p) -> np.ndarray:
+        dest = world.destination(p, pred, target, name, slot).xy if goal is None else goal
+        return dest - p["objects"][name]["pos"][:2]
+
+    def along(p) -> np.ndarray:
+        # Aim the dish, not the hand: the hand goes the dish's remaining gap (it lags the hand by a few cm of slip)
+        # and DISH_PUSH beyond, so the controller still pushes hard when the gap is small and the dish shoves a
+        # neighbour ahead of it (a gap-proportional command left a plate stuck 2 cm short behind cream cheese).
+        gap = gap_now(p)
+        ahead = gap + DISH_PUSH * gap / max(float(np.linalg.norm(gap)), 1e-9)
+        return np.array([*(p["eef_pos"][:2] + ahead), floor])
+
+    def going(p) -> bool:
+        # Not there yet, and the fingers are still inside the dish (they did not ride over its rim and leave it).
+        slip = np.linalg.norm(p["objects"][name]["pos"][:2] - p["eef_pos"][:2] - offset)
+        return bool(np.linalg.norm(gap_now(p)) > DISH_TOL and slip < DISH_SLIP)
+
+    yield from guarded(ctx, move(ctx, along, CLOSED, tol=0.0, max_steps=90, speed=0.6, stall_steps=10), going)
+    yield from move(ctx, ctx.p["eef_pos"] + np.array([0.0, 0.0, 0.06]), CLOSED, tol=0.02, max_steps=20, speed=0.6)
     return True
 
 

@@ -20,6 +20,8 @@ HAND_HALF_WIDTH = 0.035  # the palm's half width across it
 RIM_DIRECTIONS = 12  # candidate approach directions for a rim grasp
 SHARE_SPREAD = 0.55  # objects sharing a region go this fraction of its half size either side of its middle
 RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
+DISH_DEPTH = 0.008  # a flat object whose floor lies this far below its top is a dish (dragged from inside)
+REGION_MARGIN = 0.015  # how far inside a region's edge an object pushed into it is aimed
 TILT_GRASP_DEG = 6.0  # a rim grasp follows the object's tilt beyond this many degrees
 
 
@@ -144,6 +146,21 @@ def hand_clearance(p, center_xy: np.ndarray, axis: np.ndarray, z_site: float, ex
     return best
 
 
+def clear_yaw(p, path_xy: np.ndarray, z_site: float, exclude=(), prefer: np.ndarray | None = None) -> float:
+    """Yaw of a top-down hand that travels through the points ``path_xy`` (k, 2) whose palm keeps the most free
+    space on the way (``hand_clearance``, worst point, counted up to 2 cm); ties go to fingers that close across
+    ``prefer`` (so both press with their rigid sides)."""
+    best, best_score = 0.0, -np.inf
+    for deg in range(0, 180, 15):
+        axis = rotate_xy(np.array([1.0, 0.0, 0.0]), np.radians(deg))
+        score = min(min(hand_clearance(p, xy, axis, z_site, exclude=exclude) for xy in path_xy), 0.02)
+        if prefer is not None:
+            score -= 0.005 * abs(float(axis[:2] @ prefer[:2])) / max(float(np.linalg.norm(prefer[:2])), 1e-9)
+        if score > best_score:
+            best, best_score = yaw_for_axis(axis), score
+    return best
+
+
 def obstacle_boxes(p, exclude=()) -> tuple[np.ndarray, np.ndarray]:
     """World boxes (mins, maxs) of what a hand can hit: one per movable object, one per collision geom of a fixture.
     A fixture's overall box would also cover the air under an opened drawer (and the bowl standing there)."""
@@ -236,6 +253,22 @@ def _open_top(e: dict) -> bool:
     return not bool(np.any(covers))
 
 
+def dish_floor(e: dict) -> float:
+    """Height of the floor under an object's centre (a plate's, a bowl's bottom): the lowest top among the collision
+    geoms whose world boxes cover the centre. Not the highest: the world box of a rim geom turned 45 degrees about
+    the vertical reaches over the centre too, at the rim's height."""
+    c = center(e)
+    lo, hi = e["geom_min"], e["geom_max"]
+    covers = np.all(lo[:, :2] <= c[:2] + 0.005, axis=1) & np.all(hi[:, :2] >= c[:2] - 0.005, axis=1)
+    return float(hi[covers, 2].min()) if np.any(covers) else float(e["aabb"][0, 2])
+
+
+def is_dish(e: dict) -> bool:
+    """Flat with a raised rim: the floor under the centre lies well below the object's top (a LIBERO plate's by
+    about 1.2 cm), so closed fingertips standing on it are held in by the rim whichever way they move."""
+    return bool(e["aabb"][1, 2] - dish_floor(e) > DISH_DEPTH)
+
+
 def _handle_grasp(p, name: str) -> Grasp | None:
     """A closed-top object too wide for the fingers (a moka pot) is taken by its handle: the thin collision geom
     that sticks out furthest from the body, pinched across its thin side."""
@@ -293,6 +326,16 @@ def destination(p, pred: str, target: str, held: str | None = None, slot: tuple[
         return Destination(xy, float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
+
+
+def nearest_in_region(p, target: str, xy: np.ndarray, margin: float = REGION_MARGIN) -> np.ndarray | None:
+    """The point of region site ``target`` (shrunk by ``margin``) nearest to ``xy``; None if ``target`` is no site.
+    LIBERO's On for a region checks only that the object's origin lies within the site's box in x and y."""
+    if target not in p["sites"]:
+        return None
+    s = p["sites"][target]
+    half = np.maximum(np.abs(s["mat"] @ s["size"])[:2] - margin, 0.0)
+    return np.clip(np.asarray(xy, float)[:2], s["pos"][:2] - half, s["pos"][:2] + half)
 
 
 def _free_spot(p, center_xy: np.ndarray, half: np.ndarray, exclude: set) -> np.ndarray:
