@@ -89,13 +89,24 @@ def test_identity_names_the_simulator():
     assert ident["sim.texture_colorspace"] == "linear"
 
 
-def test_a_model_runs_in_the_world_it_was_trained_in_unless_told():
-    """Unset, the colour space is the checkpoint's training one (the embedded model: MuJoCo 3.17's PNG-metadata
-    sRGB); a checkpoint that does not say (real Pi0.5, the tiny fixture) gets LIBERO's training-data look."""
-    assert validate(compose(["policy=pi05"])).sim.texture_colorspace == "auto"
+def test_a_model_runs_in_the_world_it_was_trained_in_unless_told(tmp_path):
+    """Unset, the colour space is the checkpoint's training one (``training.json``'s ``data.simulator``, as
+    ``sim_eval.train`` writes it); a checkpoint that does not say (real Pi0.5, the tiny fixture) gets LIBERO's
+    training-data look. The embedded model was trained on the reference simulator, so it runs in ``linear``."""
+    import shutil
+
+    assert validate(compose(["policy=pi05"])).sim.texture_colorspace == "linear"
     assert validate(compose(B)).sim.texture_colorspace == "linear"
     assert validate(compose(["policy=scripted"])).sim.texture_colorspace == "linear"
-    assert validate(compose(["policy=pi05", "sim.texture_colorspace=linear"])).sim.texture_colorspace == "linear"
+    trained = tmp_path / "ckpt"
+    shutil.copytree(REPO / "tests/fixtures/pi05/tiny_lerobot", trained)
+    (trained / "training.json").write_text(
+        json.dumps({"data": {"simulator": {"sim.texture_colorspace": "auto (PNG metadata)"}}})
+    )
+    own = validate(compose(B + [f"policy.checkpoint={trained}"]))
+    assert own.sim.texture_colorspace == "auto"
+    told = validate(compose(B + [f"policy.checkpoint={trained}", "sim.texture_colorspace=linear"]))
+    assert told.sim.texture_colorspace == "linear"
 
 
 def test_srgb_where_mujoco_cannot_is_refused_at_config_time(monkeypatch):
