@@ -75,7 +75,7 @@ def test_plan_opens_before_putting_in_and_closes_last():
     goal = [("close", "cab_bottom_region"), ("in", "bowl", "cab_bottom_region"), ("turnon", "stove")]
     steps = plan(goal, _fake_obs(drawer_qpos=0.0))  # drawer shut: it must be opened first
     assert [s for _, s in steps] == [
-        ("open", "cab_bottom_region"),
+        ("open", "cab_bottom_region", "bowl"),
         ("in", "bowl", "cab_bottom_region"),
         ("turnon", "stove"),
         ("close", "cab_bottom_region"),
@@ -372,3 +372,53 @@ def world_palm() -> float:
     from sim_eval.policies.scripted import world
 
     return world.PALM_ABOVE_SITE
+
+
+def _cabinet_with_drawer(q: float) -> dict:
+    """libero_goal task 3's cabinet, reduced: a fixed side wall whose front is at y = -0.16 and a top drawer (opening
+    towards +y, by -q) whose region spans y -0.326..-0.174 when shut."""
+    cab = _entity([0.02, -0.25, 1.0], [0.11, 0.09, 0.12], geoms=[([-0.1, -0.35, 0.91], [-0.09, -0.16, 1.12])])
+    drawer = ([-0.088, -0.333 - q, 1.054], [0.131, -0.161 - q, 1.122])
+    cab["geom_min"] = np.vstack([cab["geom_min"], drawer[0]])
+    cab["geom_max"] = np.vstack([cab["geom_max"], drawer[1]])
+    cab["joints"] = {
+        "top": {
+            "type": "slide",
+            "qpos": q,
+            "axis": np.array([0.0, -1.0, 0.0]),
+            "range": np.array([-0.16, 0.01]),
+            "anchor": np.zeros(3),
+        }
+    }
+    cab["parts"] = {
+        "top_drawer": {
+            "joints": ["top"],
+            "geom_min": np.array([drawer[0]], float),
+            "geom_max": np.array([drawer[1]], float),
+            "aabb": np.array(drawer, float),
+        }
+    }
+    bowl = _entity([-0.09, 0.0, 0.925], [0.0535, 0.0535, 0.025])
+    site = _region([0.021, -0.25 - q, 1.091], [0.102, 0.076, 0.03], "cab", joints=["top"])
+    return {"objects": {"cab": cab, "bowl": bowl}, "sites": {"top_region": site}}
+
+
+def test_a_drawer_is_opened_only_as_far_as_the_object_needs_and_the_object_aims_at_its_open_part():
+    from sim_eval.policies.scripted import articulated, world
+
+    shut = _cabinet_with_drawer(0.0)
+    # Shut, the region ends 1.4 cm behind the cabinet's front: the 10.7 cm bowl needs 12.1 cm of travel.
+    assert world.drawer_travel_to_fit(shut, "top_region", 0.107, margin=0.0) == pytest.approx(0.121)
+    upto = articulated.fit_fraction(shut, "top_region", "bowl")
+    assert upto == pytest.approx((0.01 + 0.121) / 0.17, abs=1e-3)  # fraction of the range from its closed end
+    assert not articulated.is_open(shut, "top_region", upto)
+    part_way = _cabinet_with_drawer(0.01 - upto * 0.17)
+    assert articulated.is_open(part_way, "top_region", upto) and not articulated.is_open(part_way, "top_region")
+    # Part way out, the bowl is aimed at the middle of what stands out of the cabinet, not at the region's middle
+    # (under the cabinet's top, where its rim would meet the top's front edge).
+    dest = world.destination(part_way, "in", "top_region", "bowl")
+    assert dest.xy[1] == pytest.approx((-0.16 + (-0.174 + 0.121)) / 2)
+    assert dest.xy[0] == pytest.approx(0.021)
+    assert world.drawer_travel_to_fit(part_way, "top_region", 0.107, margin=0.0) == pytest.approx(0.0)
+    # Anything that is not a drawer's region: no such rule.
+    assert world.drawer_span(part_way, "nowhere") is None

@@ -45,9 +45,25 @@ def open_fraction(p, entity: str, joint: str) -> float:
     return float((j["qpos"] - closed) / (opened - closed))
 
 
-def is_open(p, name: str) -> bool:
+def is_open(p, name: str, upto: float = 1.0) -> bool:
+    """Open (to the fraction ``upto`` of its range, the whole of it by default)."""
     entity, joints = joints_of(p, name)
-    return bool(joints) and all(open_fraction(p, entity, j) > 0.9 for j in joints)
+    slack = 0.1 if upto >= 1.0 else 0.04
+    return bool(joints) and all(open_fraction(p, entity, j) > upto - slack for j in joints)
+
+
+def fit_fraction(p, region: str, held: str) -> float:
+    """How far (fraction of its range) to open the drawer holding ``region`` for ``held`` to go in: just enough for
+    its widest horizontal extent (``world.drawer_travel_to_fit``). libero_goal task 3's bowl stands in front of the
+    top drawer; opened all the way the drawer hangs over the bowl's middle and no grasp from above gets past it.
+    1.0 (all the way) for anything that is no drawer."""
+    entity, joints = joints_of(p, region)
+    extent = p["objects"][held]["aabb"][1, :2] - p["objects"][held]["aabb"][0, :2]
+    travel = world.drawer_travel_to_fit(p, region, float(np.max(extent)))
+    if travel is None or len(joints) != 1:
+        return 1.0
+    span = abs(float(np.diff(_joint(p, entity, joints[0])["range"])[0]))
+    return min(open_fraction(p, entity, joints[0]) + travel / span, 1.0)
 
 
 def is_closed_region(p, name: str) -> bool:
@@ -70,19 +86,20 @@ def _open_direction(j: dict) -> float:
     return 1.0 if abs(lo) < abs(hi) else -1.0
 
 
-def slide_or_swing(ctx: skills.Context, name: str, opening: bool, done):
-    """Open or close a drawer or door named in the goal; ``done(p)`` is the goal's verdict."""
+def slide_or_swing(ctx: skills.Context, name: str, opening: bool, done, upto: float = 1.0):
+    """Open or close a drawer or door named in the goal; ``done(p)`` is the goal's verdict. A drawer is opened to
+    the fraction ``upto`` of its range."""
     entity, joints = joints_of(ctx.p, name)
     for joint in joints:
         j = _joint(ctx.p, entity, joint)
         if j["type"] == "slide":
-            yield from _slide(ctx, entity, joint, opening)
+            yield from _slide(ctx, entity, joint, opening, upto)
         else:
             yield from rotate_hinge(ctx, entity, joint, (_open_direction(j) > 0) == opening, done)
     return True
 
 
-def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
+def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool, upto: float = 1.0):
     """A drawer. Opening: face the handle with the fingers horizontal, close them on the bar and pull (the gap
     behind a LIBERO drawer handle is narrower than a Panda finger, so hooking from above cannot work). Closing: push
     the front with closed fingers pointing down."""
@@ -134,10 +151,12 @@ def _slide(ctx: skills.Context, entity: str, joint: str, opening: bool):
         grip = CLOSED
     for _ in range(3):
         frac = open_fraction(ctx.p, entity, joint)
-        if (opening and frac > 0.95) or (not opening and frac < -0.02):
+        if (opening and frac > upto - (0.05 if upto >= 1.0 else 0.02)) or (not opening and frac < -0.02):
             break
         span = abs(float(np.diff(j["range"])[0]))
-        goal = ctx.p["eef_pos"] + out * ((1.0 - frac) * span + 0.03 if opening else -(frac * span + 0.04))
+        # All the way: aim past the end stop so the pull stays firm. Part way: aim at the fraction itself.
+        over = 0.03 if upto >= 1.0 else 0.0
+        goal = ctx.p["eef_pos"] + out * ((upto - frac) * span + over if opening else -(frac * span + 0.04))
         yield from skills.move(ctx, goal, grip, tol=0.008, max_steps=60, speed=0.8, stall_steps=8)
     if opening:
         yield from skills.actuate(ctx, OPEN, max_steps=8)

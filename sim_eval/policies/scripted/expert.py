@@ -29,11 +29,12 @@ class MissingPrivilegedState(RuntimeError):
 
 def plan(goal: list[tuple[str, ...]], p: dict) -> list[tuple[int, tuple[str, ...]]]:
     """Goal predicates -> (index into the goal, step) in execution order. Putting something into a closed drawer
-    gets an ``open`` step first (libero_goal's "open the top drawer and put the bowl inside" only states ``In``)."""
+    gets an ``open`` step first (libero_goal's "open the top drawer and put the bowl inside" only states ``In``); it
+    names the object too, ``("open", region, object)``: the drawer is opened only as far as that object needs."""
     steps: list[tuple[int, tuple[str, ...]]] = []
     for i, pred in enumerate(goal):
         if pred[0] in ("in", "on") and articulated.is_closed_region(p, pred[2]):
-            steps.append((-1, ("open", pred[2])))
+            steps.append((-1, ("open", pred[2], pred[1])))
         steps.append((i, pred))
     return sorted(steps, key=lambda s: _ORDER.get(s[1][0], 1))
 
@@ -87,14 +88,19 @@ class ScriptedExpert:
     def _holds(self, index: int, pred: tuple[str, ...]) -> bool:
         if index >= 0:
             return bool(self._ctx.p["goal_status"][index])
-        return articulated.is_open(self._ctx.p, pred[1])  # an implied "open" step
+        return articulated.is_open(self._ctx.p, pred[1], self._upto(pred))  # an implied "open" step
+
+    def _upto(self, pred: tuple[str, ...]) -> float:
+        """How far an implied "open" step opens its drawer: as far as the object going in needs."""
+        return articulated.fit_fraction(self._ctx.p, pred[1], pred[2]) if len(pred) > 2 else 1.0
 
     def _skill(self, index: int, pred: tuple[str, ...]):
         ctx = self._ctx
 
         def done(p) -> bool:
-            return bool(p["goal_status"][index]) if index >= 0 else articulated.is_open(p, pred[1])
+            return bool(p["goal_status"][index]) if index >= 0 else articulated.is_open(p, pred[1], upto)
 
+        upto = self._upto(pred) if index < 0 else 1.0
         kind = pred[0]
         way = enclosure.opening(ctx.p, pred[2]) if kind == "in" else None
         if way is not None:
@@ -108,7 +114,7 @@ class ScriptedExpert:
             else:
                 yield from skills.actuate(ctx, OPEN)  # let go of whatever the failed grasp holds, then retry
         elif kind in ("open", "close"):
-            yield from articulated.slide_or_swing(ctx, pred[1], kind == "open", done)
+            yield from articulated.slide_or_swing(ctx, pred[1], kind == "open", done, upto)
         elif kind in ("turnon", "turnoff"):
             yield from articulated.turn_knob(ctx, pred[1], kind == "turnon", done)
         else:

@@ -22,6 +22,7 @@ SHARE_SPREAD = 0.55  # objects sharing a region go this fraction of its half siz
 RIM_DEPTH = 0.02  # how far below the rim the grip site goes (deeper and the palm lands on the rim)
 DISH_DEPTH = 0.008  # a flat object whose floor lies this far below its top is a dish (dragged from inside)
 REGION_MARGIN = 0.015  # how far inside a region's edge an object pushed into it is aimed
+FIT_MARGIN = 0.0  # room either side of an object put into a drawer opened only as far as it needs
 TILT_GRASP_DEG = 6.0  # a rim grasp follows the object's tilt beyond this many degrees
 
 
@@ -314,8 +315,11 @@ def destination(p, pred: str, target: str, held: str | None = None, slot: tuple[
         s = p["sites"][target]
         half = np.abs(s["mat"] @ s["size"])
         if pred == "in":
-            # Things dropped into a container may pile up; aim at its middle.
-            return Destination(s["pos"][:2].copy(), float(s["pos"][2] - half[2]), True)
+            # Things dropped into a container may pile up; aim at its middle: of a drawer, at the middle of the part
+            # that stands out of the cabinet (a drawer opened only as far as the object needs is partly inside).
+            span = drawer_span(p, target)
+            xy = s["pos"][:2].copy() if span is None else span[0][:2] * (span[1] + span[2]) / 2 + span[3]
+            return Destination(xy, float(s["pos"][2] - half[2]), True)
         k, n = slot
         if n > 1:
             axis = int(np.argmax(half[:2]))
@@ -326,6 +330,45 @@ def destination(p, pred: str, target: str, held: str | None = None, slot: tuple[
         return Destination(xy, float(s["pos"][2] + s["size"][2]), False)
     e = obj(p, target)
     return Destination(e["pos"][:2].copy(), float(e["aabb"][1, 2]), pred == "in")
+
+
+def drawer_span(p, region: str) -> tuple[np.ndarray, float, float, np.ndarray] | None:
+    """For a region inside a drawer (a site that lists slide joints): (out, lo, hi, rest) with ``out`` the horizontal
+    direction the drawer opens in, [lo, hi] the stretch of the region along ``out`` that stands out of the cabinet
+    (beyond its fixed front), ``rest`` the region centre's xy across ``out``. None for any other region."""
+    s = p["sites"].get(region)
+    if s is None or not s["joints"]:
+        return None
+    e = obj(p, s["parent"])
+    joint = e["joints"].get(s["joints"][0])
+    if joint is None or joint["type"] != "slide":
+        return None
+    lo_q, hi_q = joint["range"]
+    out = joint["axis"] * (1.0 if abs(lo_q) < abs(hi_q) else -1.0)
+    out[2] = 0.0
+    out /= np.linalg.norm(out)
+    # The cabinet's fixed front: the furthest reach along ``out`` of its geoms that do not move with a drawer.
+    moving = [np.concatenate([part["geom_min"], part["geom_max"]], axis=1) for part in e["parts"].values()]
+    moving = np.concatenate(moving) if moving else np.zeros((0, 6))
+    boxes = np.concatenate([e["geom_min"], e["geom_max"]], axis=1)
+    fixed = ~np.any(np.all(np.isclose(boxes[:, None, :], moving[None, :, :]), axis=2), axis=1)
+    front = float(np.max(np.maximum(boxes[fixed, :3] * out, boxes[fixed, 3:] * out).sum(axis=1)))
+    half = np.abs(s["mat"] @ s["size"])
+    c = float(s["pos"] @ out)
+    reach = float(half @ np.abs(out))
+    rest = s["pos"][:2] - out[:2] * c
+    return out, max(c - reach, front), c + reach, rest
+
+
+def drawer_travel_to_fit(p, region: str, width: float, margin: float = FIT_MARGIN) -> float | None:
+    """How much further (metres) the drawer holding ``region`` must open for an object ``width`` wide to go in with
+    ``margin`` either side (0 if it already fits; None if ``region`` is in no drawer). Pulling it out further only
+    costs steps and brings its front over whatever stands in front of the cabinet (the bowl of libero_goal task 3)."""
+    span = drawer_span(p, region)
+    if span is None:
+        return None
+    _, lo, hi, _ = span
+    return max(width + 2 * margin - (hi - lo), 0.0)
 
 
 def nearest_in_region(p, target: str, xy: np.ndarray, margin: float = REGION_MARGIN) -> np.ndarray | None:
