@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # docker/smoke.sh [IMAGE]: the built image on CPU (Mesa EGL), from the repo root or anywhere:
 #   1. a real closed-loop episode (embedded model, adaptive3, libero_object task 0) writes episodes.jsonl to a
-#      host directory mounted as outputs/;
-#   2. the non-simulator tests pass, with this checkout's tests/ mounted read-only (the image holds none).
+#      host directory mounted as outputs/; nothing else is mounted, so the configs and the checkpoint it uses are the
+#      installed wheel's (the record's checkpoint must lie in the image's venv);
+#   2. with this checkout mounted read-only at /src (the image holds no sources and no tests): the installed package
+#      is a wheel of this checkout's sim_eval/ (docker/check_installed.py), then the non-simulator tests pass in the
+#      image's environment.
 # ENGINE picks the container CLI (docker, else podman); RUN_ARGS adds options to every run (docker/README.md).
 set -euo pipefail
 
@@ -26,13 +29,14 @@ import json, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
 assert len(records) == 1 and not records[0].get("error"), records[0].get("error")
 r = records[0]
+assert r["checkpoint"].startswith("/opt/venv/"), f"checkpoint {r['checkpoint']} is not the installed package's"
 print(f"smoke: episodes.jsonl: {len(records)} record, success={r['success']}, steps={r['steps']}, "
-      f"renderer={r.get('device', {}).get('renderer')}")
+      f"renderer={r.get('device', {}).get('renderer')}, checkpoint={r['checkpoint']}")
 EOF
 t1=$(date +%s)
 
-stamp "$ENGINE run $IMAGE: python -m pytest -q -m 'not sim' (tests/ mounted)"
-"${engine[@]}" run --rm "${run_args[@]}" -v "$repo/tests:/opt/sim_eval/tests:ro" --entrypoint /usr/bin/tini "$IMAGE" \
-  -- python -m pytest -q -m "not sim" -p no:cacheprovider tests
+stamp "$ENGINE run $IMAGE: the installed wheel is this checkout's sim_eval/; python -m pytest -q -m 'not sim' (/src)"
+"${engine[@]}" run --rm "${run_args[@]}" -v "$repo:/src:ro" -w /src --entrypoint /usr/bin/tini "$IMAGE" \
+  -- sh -c 'python docker/check_installed.py /src && exec python -m pytest -q -m "not sim" -p no:cacheprovider tests'
 stamp "passed: episode $((t1 - t0))s, tests $(($(date +%s) - t1))s"
 rm -rf "$out" 2>/dev/null || echo "[smoke] left $out (files of the image user)"
