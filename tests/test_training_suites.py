@@ -128,3 +128,13 @@ def test_the_checkpoint_answers_a_prompt_of_each_suite(trained):
         assert answers[text].shape == (10, 7) and np.isfinite(answers[text]).all()
     # same images and noise: only the instruction differs, and the answer follows it toward goal's larger labels
     assert answers[GOAL[0]].mean() > answers[OBJECT[0]].mean() + 0.05
+
+
+def test_a_run_on_a_suite_the_checkpoint_never_saw_is_named(trained):
+    from sim_eval.checkpoints import trained_suites, unseen_suite_warning
+
+    assert trained_suites(str(trained)) == ["libero_object", "libero_goal"]
+    assert unseen_suite_warning(str(trained), "libero_goal") is None
+    assert unseen_suite_warning(str(trained), "libero_goal_swap", base_suite="libero_goal") is None  # a perturbation
+    assert "libero_object, libero_goal" in unseen_suite_warning(str(trained), "libero_10")
+    assert unseen_suite_warning(str(trained.parent), "libero_10") is None  # no training.json: nothing claimed
