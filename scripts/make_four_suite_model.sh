@@ -23,20 +23,27 @@
 # TASKS (e.g. [0]: those task ids of every suite) and HELDOUT_MAX_STEPS (cut held-out episodes short).
 #
 # ---- the plan for one session (30 device-minutes, 16 cores + one H100: nvidia-h100-x1) ----
+# Carrying LIBERO: the four suites' bundle is 81.3 MiB (scripts/bundle_libero.py --suite libero_spatial,libero_object,
+# libero_goal,libero_10 --wheel <mujoco 3.2.3 cp312> --egl-debs --out .bundle, then --split 28): three parts, so three
+# calls, each carrying the tracked tree (~32 MB) and one part, e.g. carry=[".bundle/manifest.json",
+# ".bundle/site.tar.xz.part-00", ".bundle/gl"] then [".bundle/site.tar.xz.part-01"] then [...part-02]; each call
+# starts with `mkdir -p /tmp/bundle && cp -r .bundle/* /tmp/bundle/` (a part leaves the repo at once, so no later
+# carry can replace it); the third goes on with `BUNDLE=/tmp/bundle scripts/make_four_suite_model.sh start /tmp/four`.
 # Measured: libero_object, 16 workers, 520 episodes (52 placements x 10 tasks; 480 demos kept) in 3 min 15 s on
 # the node = 0.375 s of wall time per libero_object-length episode. libero_spatial and libero_goal episodes are as
 # long; libero_10's about twice. A failed episode runs to its step limit (~1.5 x a success), and the expert fails
 # ~19% of libero_goal and ~30% of libero_10 episodes (docs/benchmarks.md section 3), so those suites get more
-# placements to end with comparable demos per task.
-#   record  10 x (32 + 30 + 36 + 2 x 44) = 1,860 episode units x 0.375 s ~ 11.6 min, +~1 min for failures' length
-#           -> about 32 x 0.95 + 30 + 36 x 0.81 + 44 x 0.70 ~ 120 demos per 4 tasks: ~30 demos per task, ~1,200 in all
-#              (the libero_object-only model had 51 per task; see "more demos" below)
-#   start + bundle unpack ~3 min, export (raw) ~1.5 min, train 7 min (TRAIN_S=420, the schedule fitted to it),
-#   held-out selection 2 checkpoints x 40 tasks x 2 episodes (init states 40-41) with 16 workers ~3 min, collect 1
-#   = ~28 of the 30 minutes. Per-stage times go to OUT/timings.log: the next session re-fits P_* from them.
+# placements, for comparable demos per task.
+#   calls 1-3 (machine start, the three parts) ~4 min; bundle unpack (textures back to PNG, checked) ~1.5 min
+#   record  10 x (28 + 26 + 32 + 2 x 38) = 1,620 episode units x 0.375 s ~ 10 min, +~1 min for failures' length
+#           -> 28 x 0.95 + 26 + 32 x 0.81 + 38 x 0.70 ~ 105 demos per 4 tasks: ~26 per task, ~1,050 in all
+#              (the libero_object-only model had 51 per task: see "more demos" below)
+#   export (raw) ~1.5 min; train 6 min (TRAIN_S=360, the schedule fitted to it); held-out selection: 2 checkpoints
+#   x 40 tasks x 2 episodes (init states 40-41) on 16 workers ~3 min; collect ~1 min = ~28 of the 30 minutes.
+#   Per-stage times go to OUT/timings.log: the next session re-fits P_* and TRAIN_S from them.
 # More demos per task: the same device-minutes on nvidia-h100-x4 / -x8 (64 / 128 cores) record 4-8 times as many
-# (the recorder is CPU-bound and its workers spread over the GPUs' EGL devices), e.g. P_*=60 in ~6 min on x4;
-# training still uses one GPU. Frames: ~1,200 demos x ~60 frames x 2 views x 48 KiB ~ 7 GiB uint8 on the GPU.
+# (the recorder is CPU-bound and its workers spread over the GPUs' EGL devices), e.g. P_*=100 in ~10 min on x4;
+# training still uses one GPU. Frames: ~1,050 demos x ~60 frames x 2 views x 48 KiB ~ 6 GiB uint8 on the GPU.
 # The checkpoint: <= 25 MB bf16 (issue 28) is more than one 16 MiB file back, so `collect` splits model.safetensors
 # into parts and writes their sha256; here: cat model.safetensors.part-* > model.safetensors && sha256sum -c.
 set -euo pipefail
@@ -48,8 +55,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
 workers=${WORKERS:-$(nproc)}
 SUITES=(libero_spatial libero_object libero_goal libero_10)
-declare -A PLACEMENTS=([libero_spatial]=${P_SPATIAL:-32} [libero_object]=${P_OBJECT:-30} [libero_goal]=${P_GOAL:-36}
-  [libero_10]=${P_10:-44})
+declare -A PLACEMENTS=([libero_spatial]=${P_SPATIAL:-28} [libero_object]=${P_OBJECT:-26} [libero_goal]=${P_GOAL:-32}
+  [libero_10]=${P_10:-38})
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 done_() { [ -f "$out/stages/$1.done" ]; }
 # run a stage once: its command, its wall time in timings.log, then its marker
@@ -121,7 +128,7 @@ pipeline() {
   stage export "$py" -m sim_eval.export "${SUITES[@]/#/$out/demos/}" --out "$out/data" --codec raw
   local steps=${STEPS:-20000}
   # the time limit fits the schedule (warm-up and decay complete) to TRAIN_S; checkpoints at half and at the end
-  stage train "$py" -m sim_eval.train data="$out/data" out="$out/train" time_limit_s="${TRAIN_S:-420}" \
+  stage train "$py" -m sim_eval.train data="$out/data" out="$out/train" time_limit_s="${TRAIN_S:-360}" \
     optim.steps="$steps" "save_at=[$((steps / 2)),$steps]" "$@"
   stage heldout select_checkpoint
   stamp "pipeline done"
