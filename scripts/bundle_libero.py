@@ -15,6 +15,14 @@ Usage (from the repo root, in the environment that runs sim_eval):
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
         --platform manylinux_2_28_x86_64 -d /tmp/wheels mujoco==<the version pyproject.toml pins>
     python scripts/bundle_libero.py --suite libero_object --wheel /tmp/wheels/mujoco-*.whl --out .bundle
+    python scripts/bundle_libero.py --suite libero_spatial,libero_object,libero_goal,libero_10 --wheel ... --out .bundle
+
+Several suites are traced one after the other and the bundle holds the union of what they opened (the four LIBERO
+suites share the robot, the tables and most objects). The union is still larger than one transfer: 81.3 MiB for the
+four suites with MuJoCo 3.2.3's cp312 wheel (36.8 MiB for libero_object alone), 55 MiB of it lossless WebP of the
+textures (the scanned bowls, mugs, plate, basket and caddy are 4096 px). ``--split 28`` then cuts the archive into
+parts that travel one per device call (tracked tree ~32 MB + one part <= 64 MiB); ``--unpack`` joins them, each
+checked against its sha256 in the manifest.
 
 It writes ``OUT/site.tar.xz`` (unpack it anywhere and put that folder on PYTHONPATH) and ``OUT/manifest.json`` (what
 is inside, sizes, source versions, the traced command). ``--egl-debs`` also downloads Debian's GL/EGL loader packages
@@ -41,6 +49,10 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bundle_files, beside this script (also when loaded by path)
+from bundle_files import join_parts, pixel_digest, png_as_webp, png_chunks, split_archive, webp_to_png  # noqa: E402
+
+__all__ = ["join_parts", "pixel_digest", "png_as_webp", "png_chunks", "split_archive", "webp_to_png"]
 
 # Import names the target already has. The default is the GPU image this project runs on (its package list: Python
 # 3.12, torch, numpy, scipy, opencv, pillow, matplotlib, ...); pure-Python ones listed here are left to the target so
@@ -66,7 +78,8 @@ def site_dir() -> Path:
 
 
 def trace(suite: str, steps: int, log: Path, run_dir: Path) -> list[str]:
-    """Run a short evaluation of every task of ``suite`` under strace; return the command."""
+    """Run a short evaluation of every task of ``suite`` under strace (the trace in ``log``, the report's imports in
+    ``log.report``); return the command."""
     if shutil.which("strace") is None:
         sys.exit("bundle_libero: strace is not installed (apt-get install strace): it sees the files MuJoCo opens")
     cmd = [
@@ -181,85 +194,6 @@ def collect(site: Path, opened: set[str], provided: set[str], wheels: dict[str, 
     return files
 
 
-def pixel_digest(img) -> str:
-    import hashlib
-
-    import numpy as np
-
-    arr = np.ascontiguousarray(np.asarray(img))
-    return hashlib.sha256(repr((img.mode, arr.shape)).encode() + arr.tobytes()).hexdigest()
-
-
-def png_chunks(data: bytes) -> list[list[str]]:
-    """The ancillary chunks of a PNG before its image data, as [type, base64 data]: ``sRGB``, ``gAMA``, ``iCCP``...
-    MuJoCo >= 3.3.3 reads the sRGB chunk to decide a texture's colour space, so a bundle that dropped it would
-    render another world (the WebP round trip keeps pixels only)."""
-    import base64
-    import struct
-
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    chunks, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
-        if kind == b"IDAT":
-            break
-        if kind[:1].islower():  # ancillary (lower-case first letter); critical ones are rebuilt from the pixels
-            chunks.append([kind.decode("ascii"), base64.b64encode(data[pos + 8 : pos + 8 + length]).decode()])
-        pos += 12 + length
-    return chunks
-
-
-def png_as_webp(data: bytes) -> tuple[bytes, list] | None:
-    """Lossless WebP of a PNG with the PNG's mode, pixel digest and ancillary chunks; None when it would not decode
-    to the same pixels.
-
-    LIBERO's textures are loosely compressed PNGs (38 MiB for libero_object, which xz hardly shrinks); lossless WebP
-    halves them, and that is what makes the bundle fit one 64 MiB transfer. The target re-encodes them as PNG with
-    the same ancillary chunks (colour space included)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    buf = io.BytesIO()
-    img.save(buf, "WEBP", lossless=True, quality=100, method=4)
-    back = Image.open(io.BytesIO(buf.getvalue()))
-    back.load()
-    if back.mode != img.mode:
-        back = back.convert(img.mode)  # an opaque RGBA comes back as RGB; converting restores alpha 255
-    if back.mode != img.mode or not np.array_equal(np.asarray(img), np.asarray(back)):
-        return None
-    return buf.getvalue(), [img.mode, pixel_digest(img), png_chunks(data)]
-
-
-def webp_to_png(webp_path: Path, png_path: Path, mode: str, chunks: list[list[str]]) -> None:
-    """Write the PNG back: the WebP's pixels in ``mode``, then the original's ancillary chunks spliced in right after
-    the header (PIL writes none of sRGB, gAMA, pHYs... from a PngInfo)."""
-    import base64
-    import io
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    img = Image.open(webp_path)
-    img.load()
-    if img.mode != mode:
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=1)
-    data = buf.getvalue()
-    header_end = 8 + 12 + struct.unpack(">I", data[8:12])[0]  # signature, then IHDR (length, type, data, crc)
-    extra = b""
-    for kind, payload in chunks:
-        body = kind.encode("ascii") + base64.b64decode(payload)
-        extra += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-    png_path.write_bytes(data[:header_end] + extra + data[header_end:])
-
-
 def write_archive(files: dict[str, object], out: Path) -> tuple[int, int]:
     """Write the tar.xz; PNGs that round-trip losslessly go in as ``NAME.png.webp`` (listed in ``webp_pngs.json``,
     with their mode). Returns (archive bytes, number of PNGs stored as WebP)."""
@@ -300,6 +234,7 @@ def unpack(bundle: Path, dest: Path) -> None:
     original's ancillary chunks, the sRGB chunk MuJoCo derives a texture's colour space from among them."""
     from PIL import Image
 
+    join_parts(bundle)
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(bundle / "site.tar.xz") as tar:
         tar.extractall(dest, filter="data")
@@ -331,7 +266,7 @@ def download_egl_debs(out: Path) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--suite", default="libero_object")
+    p.add_argument("--suite", default="libero_object", help="a suite, or several separated by commas")
     p.add_argument("--out", type=Path, default=REPO / ".bundle")
     p.add_argument("--wheel", type=Path, action="append", default=[], help="a target wheel for a compiled package")
     p.add_argument("--provided", default=" ".join(DEFAULT_PROVIDED), help="import names the target already has")
@@ -339,9 +274,16 @@ def main() -> None:
     p.add_argument("--egl-debs", action="store_true", help="also download the GL/EGL loader .debs into OUT/gl")
     p.add_argument("--reuse-trace", action="store_true", help="pack from OUT's last trace of this suite")
     p.add_argument("--unpack", type=Path, metavar="DEST", help="on the target: unpack the bundle in OUT into DEST")
+    p.add_argument("--split", type=float, metavar="MIB", help="cut OUT's archive into parts of at most MIB MiB")
     args = p.parse_args()
     if args.unpack is not None:
         unpack(args.out, args.unpack)
+        return
+    if args.split is not None:
+        if args.split < 1:
+            sys.exit(f"bundle_libero: --split {args.split}: give at least 1 (MiB per part)")
+        names = split_archive(args.out, args.split)
+        print(f"{args.out / 'site.tar.xz'} -> {len(names)} parts of <= {args.split:g} MiB: {', '.join(names)}")
         return
 
     site = site_dir()
@@ -352,14 +294,24 @@ def main() -> None:
         with zipfile.ZipFile(w) as z:
             for name in wheel_top_levels(z):
                 wheels[name] = w
-    log = args.out / f"trace_{args.suite}.log"  # kept: --reuse-trace packs again without running the suite again
+    suites = [name.strip() for name in args.suite.split(",") if name.strip()]
+    if not suites or len(set(suites)) != len(suites):
+        sys.exit(f"bundle_libero: --suite {args.suite!r}: give each suite once, separated by commas")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.reuse_trace and log.is_file():
-        cmd = json.loads((args.out / "manifest.json").read_text())["traced_command"].split()
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = trace(args.suite, args.steps, log, Path(tmp) / "run")
-    opened = opened_files([log, Path(f"{log}.report")], site)
+    logs, cmds = [], []
+    previous = json.loads((args.out / "manifest.json").read_text()) if (args.out / "manifest.json").is_file() else {}
+    for suite in suites:
+        log = args.out / f"trace_{suite}.log"  # kept: --reuse-trace packs again without running the suite again
+        traced = previous.get("traced_commands", {}).get(suite)
+        if args.reuse_trace and log.is_file() and Path(f"{log}.report").is_file() and traced:
+            cmd = traced.split()
+        else:
+            print(f"tracing {suite} ...", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = trace(suite, args.steps, log, Path(tmp) / "run")
+        logs += [log, Path(f"{log}.report")]
+        cmds.append((suite, cmd))
+    opened = opened_files(logs, site)
     files = collect(site, opened, set(args.provided.split()), wheels, DEFAULT_EXCLUDE)
     member_sizes = {}  # each wheel's index read once, not once per member
     for w in args.wheel:
@@ -380,8 +332,8 @@ def main() -> None:
         except Exception as exc:  # a dist not installed here is reported, not fatal: the manifest says what is inside
             versions[dist] = f"not installed ({type(exc).__name__})"
     manifest = {
-        "suite": args.suite,
-        "traced_command": " ".join(cmd),
+        "suite": ",".join(suites),
+        "traced_commands": {suite: " ".join(cmd) for suite, cmd in cmds},
         "source_python": sys.version.split()[0],
         "wheels": [w.name for w in args.wheel],
         "versions": versions,

@@ -87,6 +87,48 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, module: str = "sim
     )
 
 
+SIM_323 = {"sim.mujoco": "3.2.3", "sim.robosuite": "1.4.0", "sim.libero": "0.1.1", "sim.texture_colorspace": "linear"}
+
+
+def synthetic_demo_dir(
+    path: Path, tasks: list[int], steps: int = 7, stride: int = 2, image_size: int = 32, suite: str = "libero_object",
+    instruction: str | dict[int, str] = "task {task} words", label_scale: float = 1.0, simulator: dict | None = None,
+) -> Path:  # fmt: skip
+    """A recorder-shaped directory of small synthetic demos of ``suite`` (gradient frames, so the video codec has
+    real content; ``instruction``: a template or the text by task); labels are ``label_scale * (0.1 t + 0.01)``,
+    executed actions ``0.1 t``, step 3 perturbed."""
+    import json
+
+    import numpy as np
+
+    from sim_eval.demos.files import MANIFEST, DemoWriter, demo_filename
+
+    path.mkdir(parents=True)
+    demos = []
+    for i, task in enumerate(tasks):
+        writer = DemoWriter(image_size, 90)
+        for t in range(steps):
+            obs = {"state": np.full(8, t, np.float32)}
+            if t % stride == 0:
+                y, x = np.mgrid[0:image_size, 0:image_size]
+                frame = np.stack([(x * 8 + t * 10) % 256, y * 8 % 256, np.full_like(x, 40 * task)], -1).astype(np.uint8)
+                obs["images"] = {"agentview": frame, "wrist": frame[::-1].copy()}
+            label = np.full(7, label_scale * (0.1 * t + 0.01), np.float32)
+            writer.add(obs, np.full(7, 0.1 * t, np.float32), label, t == 3)
+        name = demo_filename(suite, task, 100 + i)
+        text = instruction.format(task=task) if isinstance(instruction, str) else instruction[task]
+        meta = {"instruction": text, "suite": suite, "task_id": task,
+                "placement_seed": 100 + i, "held_out": {"distance_m": 0.004 + i / 1000}, "success": True}  # fmt: skip
+        writer.save(path / name, meta)
+        demos.append({"file": name, "task_id": task, "placement_seed": 100 + i, "steps": steps})
+    manifest = {"suite": suite, "policy": "scripted", "image_size": image_size, "frame_stride": stride,
+                "held_out_tolerance_m": 0.001, "dart": {"prob": 0.3, "sigma": 0.3}, "episodes_run": len(tasks),
+                "successes": len(tasks), "failures": 0, "rejected": [], "demos": demos,
+                "simulator": dict(simulator or SIM_323)}  # fmt: skip
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
 # A short, cheap episode setup for simulator tests: low-res renders and few control steps keep CI fast on 2 cores.
 FAST_SIM = ["protocol.render_size=64", "protocol.model_image_size=64", "eval.max_steps=8", "protocol.num_wait_steps=2"]
 

@@ -195,3 +195,24 @@ def test_merge_and_report_refuse_records_from_two_simulators(tmp_path, capsys):
     assert merge_main([*map(str, dirs), "--out", str(tmp_path / "merged")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sim.mujoco" in err[0] and not (tmp_path / "merged").exists()
+
+
+def test_a_split_bundle_is_put_together_only_from_every_unchanged_part(tmp_path):
+    bundle = _bundle_module()
+    payload = bytes(range(256)) * 9000  # 2.2 MiB: three parts of 1 MiB
+    (tmp_path / "site.tar.xz").write_bytes(payload)
+    (tmp_path / "manifest.json").write_text("{}")
+    names = bundle.split_archive(tmp_path, 1)
+    assert names == [f"site.tar.xz.part-0{k}" for k in range(3)] and not (tmp_path / "site.tar.xz").exists()
+    assert all((tmp_path / n).stat().st_size <= 2**20 for n in names)
+    part = tmp_path / names[1]
+    good = part.read_bytes()
+    part.write_bytes(good[:-1])  # a truncated transfer
+    with pytest.raises(SystemExit, match="part-01: sha256 differs"):
+        bundle.join_parts(tmp_path)
+    part.unlink()
+    with pytest.raises(SystemExit, match="part-01: missing"):
+        bundle.join_parts(tmp_path)
+    part.write_bytes(good)
+    bundle.join_parts(tmp_path)
+    assert (tmp_path / "site.tar.xz").read_bytes() == payload

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, run_cli
+from conftest import synthetic_demo_dir as _demo_dir
 
 DATA = REPO / "tests" / "fixtures" / "training_set"
 TINY = [
@@ -160,33 +161,6 @@ def test_a_time_limit_fixes_a_schedule_that_ends_within_it():
     assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=4.9) == 50 + int(75.0 * 0.97 // 0.1)
     assert fit_schedule(cfg, done=50, elapsed_s=25.0, timed_s=0.0049) == 10_000  # never beyond optim.steps
     assert fit_schedule(cfg, done=50, elapsed_s=120.0, timed_s=4.9) == 51  # already over: end at the next step
-
-
-def _demo_dir(path: Path, tasks: list[int], steps: int = 7, stride: int = 2, image_size: int = 32) -> Path:
-    """A recorder-shaped directory of small synthetic demos (gradient frames, so the video codec has real content)."""
-    from sim_eval.demos.files import MANIFEST, DemoWriter, demo_filename
-
-    path.mkdir(parents=True)
-    demos = []
-    for i, task in enumerate(tasks):
-        writer = DemoWriter(image_size, 90)
-        for t in range(steps):
-            obs = {"state": np.full(8, t, np.float32)}
-            if t % stride == 0:
-                y, x = np.mgrid[0:image_size, 0:image_size]
-                frame = np.stack([(x * 8 + t * 10) % 256, y * 8 % 256, np.full_like(x, 40 * task)], -1).astype(np.uint8)
-                obs["images"] = {"agentview": frame, "wrist": frame[::-1].copy()}
-            writer.add(obs, np.full(7, 0.1 * t, np.float32), np.full(7, 0.1 * t + 0.01, np.float32), t == 3)
-        name = demo_filename("libero_object", task, 100 + i)
-        meta = {"instruction": f"task {task} words", "suite": "libero_object", "task_id": task,
-                "placement_seed": 100 + i, "held_out": {"distance_m": 0.004 + i / 1000}, "success": True}  # fmt: skip
-        writer.save(path / name, meta)
-        demos.append({"file": name, "task_id": task, "placement_seed": 100 + i, "steps": steps})
-    manifest = {"suite": "libero_object", "policy": "scripted", "image_size": image_size, "frame_stride": stride,
-                "held_out_tolerance_m": 0.001, "dart": {"prob": 0.3, "sigma": 0.3}, "episodes_run": len(tasks),
-                "successes": len(tasks), "failures": 0, "rejected": [], "demos": demos}  # fmt: skip
-    (path / MANIFEST).write_text(json.dumps(manifest))
-    return path
 
 
 def test_export_packs_several_recordings_and_keeps_every_step(tmp_path):

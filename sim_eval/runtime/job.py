@@ -15,7 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.analysis.summary import write_summary
-from sim_eval.config import RunConfig
+from sim_eval.checkpoints import unseen_suite_warning
+from sim_eval.config import Pi05PolicyConfig, RunConfig
 from sim_eval.envs.simulator import warn_if_not_reference
 from sim_eval.records.episodes import EPISODES_FILE, EpisodeLog, episode_key, read_records
 from sim_eval.records.manifest import check_resume, identity, matches, read_manifest, write_manifest
@@ -108,6 +109,10 @@ def evaluate(run: RunConfig, cfg: DictConfig, run_dir: str | Path, logger, polic
 
     run_dir = Path(run_dir)
     warn_if_not_reference(log)
+    if isinstance(run.policy, Pi05PolicyConfig):  # its checkpoint may say which suites it knows (training.json)
+        unseen = unseen_suite_warning(run.policy.checkpoint, run.suite.name, run.suite.base_suite)
+        if unseen:
+            log.warning(unseen)
     ident = identity(run)
     check_resume(run_dir, ident, run.eval.force_resume)
     meta = run_meta(run, ident)

@@ -29,7 +29,9 @@ from sim_eval.training.export_checkpoint import feature_stats, write_checkpoint
 from sim_eval.training.flow import EMA, flow_matching_loss, init_weights, lr_at, sample_time
 from sim_eval.training.tokenizer import train_tokenizer
 
-DATA_KEYS = ("suite", "episodes", "steps", "frames", "frame_stride", "dart", "held_out", "simulator")
+# what training.json keeps of the set's meta: with ``suites`` (per suite: instructions, demos, held-out distances) a
+# checkpoint says which suites and tasks it has seen
+DATA_KEYS = ("suite", "suites", "episodes", "steps", "frames", "frame_stride", "dart", "held_out", "simulator")
 
 
 def model_sizes(cfg: ModelConfig, vocab_size: int) -> ModelSizes:
@@ -122,7 +124,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = TrainingSet.load(cfg.data)
-    instructions = {int(k): v for k, v in data.meta["instructions"].items()}
+    instructions = data.prompts()  # every (suite, task) of the set: the tokenizer and prompt table cover them all
     if data.meta["image_size"] != cfg.model.vision.image_size:
         raise ValueError(f"training set images are {data.meta['image_size']} px, "
                          f"model.vision.image_size is {cfg.model.vision.image_size}")  # fmt: skip
@@ -131,6 +133,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     vocab = tokenizer.sp.get_piece_size()
     tokens, token_mask = prompt_tokens(tokenizer, instructions)
 
+    # over every step of every suite in the set: one normalizer serves all of them, as pi05_libero's does
     state_stats = feature_stats(data.arrays["state"])
     action_stats = feature_stats(data.arrays["labels"])
     normalizer = Normalizer(lerobot_norm(state_stats, action_stats))
@@ -138,7 +141,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     actions = torch.from_numpy(normalizer.normalize_actions(chunks)).to(device)
     valid = torch.from_numpy(valid).to(device)
     frames = torch.from_numpy(np.stack([data.images[v] for v in data.meta["views"]], axis=1)).to(device)
-    frame_task = torch.from_numpy(data.frame_tasks()).to(device)
+    frame_task = torch.from_numpy(data.frame_prompts()).to(device)  # the prompt row each frame is conditioned on
     tokens, token_mask = tokens.to(device), token_mask.to(device)
 
     sizes = model_sizes(cfg.model, vocab)
