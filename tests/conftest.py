@@ -18,7 +18,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 # Triton's native library is loaded before anything imports robosuite: under MuJoCo 3.2.3 (the pin) `import
 # robosuite; import triton` ends the process with SIGSEGV while the reverse order works (measured here, triton 3.9,
-# numba 0.68), and this one pytest process runs both the simulator tests and the kernels' interpreter tests.
+# numba 0.68), and this one pytest process runs both the simulator tests and the kernels' tests. Those run under
+# Triton's interpreter (no GPU in CI), whose mode triton fixes at import, so it is switched on first
+# (TRITON_INTERPRET=0 in the environment keeps compiled kernels; test_triton_expert then skips itself).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 try:
     import triton  # noqa: F401
 except ImportError:  # dev extras without triton (not x86-64 Linux): its tests skip themselves

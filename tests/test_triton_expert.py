@@ -14,7 +14,7 @@ import sys
 import pytest
 
 # Triton fixes the mode of every @triton.jit function -- its own tl.sum/tl.max included -- when it is decorated, so the
-# interpreter must be on before triton is first imported (nothing else in the CPU suite imports it).
+# interpreter must be on before triton is first imported (conftest imports it first, with the interpreter on).
 if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"
