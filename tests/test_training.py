@@ -180,3 +180,34 @@ def test_export_packs_several_recordings_and_keeps_every_step(tmp_path):
     assert data.meta["instructions"] == {"0": "task 0 words", "1": "task 1 words"}
     with pytest.raises(ValueError, match="frame_stride differ"):
         export_dataset([a, _demo_dir(tmp_path / "c", [0], stride=3)], tmp_path / "other")
+
+
+def test_a_warm_start_continues_from_the_checkpoint(trained, tmp_path):
+    """``init_from``: with a learning rate of ~0 the written weights are the checkpoint's, bit for bit, with its
+    tokenizer and normalizer; training.json names the start; other model sizes are refused in one line."""
+    from safetensors.numpy import load_file
+
+    from sim_eval.config import ConfigError
+    from sim_eval.training.train import train
+
+    _, out, _ = trained
+    start = out / "checkpoints" / "step_000060"
+    cfg = _config(tmp_path, steps=2, init_from=start, checkpoint_dtype="float32", **{"optim.lr": 1e-30,
+                  "optim.final_lr": 0, "optim.warmup": 1, "optim.weight_decay": 0})  # fmt: skip
+    train(cfg, tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoints" / "step_000002"
+    before, after = load_file(str(start / "model.safetensors")), load_file(str(ckpt / "model.safetensors"))
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    for name in ("tokenizer/tokenizer.model", "policy_preprocessor_step_3_normalizer_processor.safetensors",
+                 "policy_postprocessor_step_0_unnormalizer_processor.safetensors"):  # fmt: skip
+        assert (ckpt / name).read_bytes() == (start / name).read_bytes(), name
+    origin = json.loads((ckpt / "training.json").read_text())["init_from"]
+    source = json.loads((start / "training.json").read_text())
+    assert origin == {"path": str(start), "step": 60, "weights_sha256": source["weights_sha256"]}
+
+    wider = _config(tmp_path / "w", steps=2, init_from=start, **{"model.expert.mlp_dim": 128, "optim.warmup": 1})
+    with pytest.raises(ConfigError, match=r"init_from: .*mis-shaped.*mlp.*model\.\* settings") as err:
+        train(wider, tmp_path / "w", progress=False)
+    assert "\n" not in str(err.value)

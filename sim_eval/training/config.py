@@ -116,6 +116,9 @@ class TrainConfig:
     # a compute budget: after 200 timed steps the schedule is shortened (once) to end within it; a hard stop with the
     # EMA weights saved if it still runs over
     time_limit_s: float | None = None
+    # a checkpoint written by sim_eval.train to start from (its weights, tokenizer and normalizer; a fresh optimizer):
+    # sim_eval/training/warm_start.py
+    init_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -28,6 +28,7 @@ from sim_eval.training.dataset import TrainingSet
 from sim_eval.training.export_checkpoint import feature_stats, write_checkpoint
 from sim_eval.training.flow import EMA, flow_matching_loss, init_weights, lr_at, sample_time
 from sim_eval.training.tokenizer import train_tokenizer
+from sim_eval.training.warm_start import WarmStart
 
 # what training.json keeps of the set's meta: with ``suites`` (per suite: instructions, demos, held-out distances) a
 # checkpoint says which suites and tasks it has seen
@@ -128,14 +129,21 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     if data.meta["image_size"] != cfg.model.vision.image_size:
         raise ValueError(f"training set images are {data.meta['image_size']} px, "
                          f"model.vision.image_size is {cfg.model.vision.image_size}")  # fmt: skip
-    tok_path = train_tokenizer(list(instructions.values()), out / "tokenizer.model")
+    warm = WarmStart.open(cfg.init_from) if cfg.init_from else None
+    if warm is None:
+        tok_path = train_tokenizer(list(instructions.values()), out / "tokenizer.model")
+    else:
+        tok_path = warm.tokenizer(out / "tokenizer.model", list(instructions.values()))
     tokenizer = PromptTokenizer(tok_path, cfg.model.max_token_len)
     vocab = tokenizer.sp.get_piece_size()
     tokens, token_mask = prompt_tokens(tokenizer, instructions)
 
     # over every step of every suite in the set: one normalizer serves all of them, as pi05_libero's does
-    state_stats = feature_stats(data.arrays["state"])
-    action_stats = feature_stats(data.arrays["labels"])
+    if warm is None:
+        state_stats = feature_stats(data.arrays["state"])
+        action_stats = feature_stats(data.arrays["labels"])
+    else:
+        state_stats, action_stats = warm.stats()
     normalizer = Normalizer(lerobot_norm(state_stats, action_stats))
     chunks, valid = data.action_chunks(cfg.model.chunk_size)
     actions = torch.from_numpy(normalizer.normalize_actions(chunks)).to(device)
@@ -145,7 +153,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     tokens, token_mask = tokens.to(device), token_mask.to(device)
 
     sizes = model_sizes(cfg.model, vocab)
-    model = init_weights(Pi05Model(sizes), cfg.seed).to(device).train()
+    model = init_weights(Pi05Model(sizes), cfg.seed)
+    if warm is not None:
+        warm.load_into(model)
+    model = model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -209,7 +220,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.1e}")
         out_of_time = cfg.time_limit_s is not None and time.perf_counter() - started > cfg.time_limit_s
         if step in saves or out_of_time or step == total:
-            ckpt = save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, total)
+            ckpt = save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, total, warm)
             saved.append(str(ckpt))
         if out_of_time or step == total:
             stopped_at = step if step < cfg.optim.steps else None
@@ -244,7 +255,7 @@ def fit_schedule(cfg: TrainConfig, done: int, elapsed_s: float, timed_s: float) 
     return int(min(cfg.optim.steps, max(done + 1, done + left // per_step)))
 
 
-def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, schedule_steps) -> Path:
+def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data, step, schedule_steps, warm) -> Path:
     """The EMA weights at ``step`` as a LeRobot checkpoint under ``out/checkpoints``."""
     shadow = Pi05Model(sizes)
     ema.copy_to(shadow)
@@ -256,6 +267,7 @@ def save(cfg, out, model, ema, sizes, state_stats, action_stats, tok_path, data,
         "data_sha256": data.meta["sha256"],
         "config": _plain(cfg),
         "torch": torch.__version__,
+        "init_from": warm.origin() if warm is not None else None,
     }
     return write_checkpoint(
         out / "checkpoints" / f"step_{step:06d}",
