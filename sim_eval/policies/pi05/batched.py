@@ -8,11 +8,13 @@ positions come first, so RoPE positions, and every valid query's keys, are those
 batch is rounded up to a power of two (the extra rows repeat the first slot and are dropped) and lengths to a
 multiple of ``LENGTH_BUCKET``, so a handful of CUDA graphs serve every batch; on the CPU nothing is rounded.
 
-The denoise step runs the model's own torch ops (compiled on CUDA when the engine is): the Triton expert kernels
-are batch-1 kernels."""
+The denoise step runs the engine's kernels: with ``kernels=triton`` the Triton expert kernels over the whole batch
+(``TritonExpert``, each slot attending to its own prefix), else the model's own torch ops (compiled on CUDA when the
+engine is)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,12 +26,23 @@ from sim_eval.policies.pi05.model import PrefixCache
 LENGTH_BUCKET = 32  # CUDA: prompt and prefix lengths rounded up to this many positions (masked)
 
 
+# the batched Triton step of each engine (kernels=triton): its own TritonExpert in the per-kernel schedule, whatever
+# schedule the engine's batch-1 step was given (the persistent one runs batch 1 only)
+_BATCHED_EXPERTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _velocity(engine: Pi05Engine):
-    """The batched denoise step's velocity: the engine's compiled torch step when it runs one (``kernels=torch``),
-    else the model's eager torch ops (the Triton expert kernels are batch-1 kernels), replayed under CUDA graphs.
-    Compiling it with dynamic shapes for batching was tried on an H200 and did not finish its first batch within
-    200 s (docs/benchmarks.md)."""
-    return engine._velocity if engine.kernels == "torch" else engine.model.velocity
+    """The batched denoise step's velocity: the Triton expert kernels over the batch (``kernels=triton``), else the
+    engine's torch step (compiled with static shapes on CUDA), replayed under CUDA graphs. Compiling the torch step
+    with dynamic shapes for batching was tried on an H200 and did not finish its first batch within 200 s
+    (docs/benchmarks.md)."""
+    if engine.kernels != "triton":
+        return engine._velocity
+    if engine not in _BATCHED_EXPERTS:
+        from sim_eval.policies.pi05.triton_expert import TritonExpert
+
+        _BATCHED_EXPERTS[engine] = TritonExpert(engine.model, schedule="kernels").velocity
+    return _BATCHED_EXPERTS[engine]
 
 
 def _bucket_batch(engine: Pi05Engine, n: int) -> int:
@@ -92,21 +105,9 @@ def denoise_batch(
     if any(c.keys.shape[1] != 1 for c in caches):
         raise ValueError("denoise_batch takes batch-1 prefix caches (one per slot)")
     rows = list(range(n)) + [0] * (_bucket_batch(engine, n) - n)
-    valid = [int(caches[i].n_valid) for i in rows]
-    p_pad = _bucket_length(engine, max(valid))
-    first = caches[0].keys
-    layers, _, kv_heads, _, head_dim = first.shape
-    keys = torch.zeros(layers, len(rows), kv_heads, p_pad, head_dim, dtype=first.dtype, device=first.device)
-    values = torch.zeros_like(keys)
-    key_mask = torch.zeros(len(rows), p_pad, dtype=torch.bool, device=first.device)
-    for r, i in enumerate(rows):
-        c = caches[i]
-        # a batch-1 cache may itself be padded (pad_multiple > 1): its valid positions come first
-        keys[:, r, :, : valid[r]] = c.keys[:, 0, :, : valid[r]]
-        values[:, r, :, : valid[r]] = c.values[:, 0, :, : valid[r]]
-        key_mask[r, : valid[r]] = True
+    p_pad = _bucket_length(engine, max(int(caches[i].n_valid) for i in rows))
+    batch = stack_prefixes([caches[i] for i in rows], p_pad)
     noise = torch.cat([noises[i].reshape(1, *noises[i].shape[-2:]) for i in rows]).to(engine.device, torch.float32)
-    n_valid = torch.tensor(valid, device=engine.device)[:, None]
     velocity = _velocity(engine)
     mods = engine.modulations()
 
@@ -115,10 +116,28 @@ def denoise_batch(
         return engine.model.denoise(cache, noise, engine.num_steps, modulations=mods, velocity_fn=velocity)
 
     with torch.inference_mode():
-        inputs = {"keys": keys, "values": values, "noise": noise, "n_valid": n_valid, "key_mask": key_mask}
+        inputs = {"keys": batch.keys, "values": batch.values, "noise": noise, "n_valid": batch.n_valid,
+                  "key_mask": batch.key_mask}  # fmt: skip
         if engine.cuda_graphs:
             x = engine._replay(("denoise_batch", len(rows), p_pad), fn, inputs).clone()
         else:
             x = fn(**inputs)
     x = x[:n, : engine.info.n_action_steps, :7].float().cpu().numpy()
     return [engine.normalizer.unnormalize_actions(x[i]) for i in range(n)]
+
+
+def stack_prefixes(caches: Sequence[PrefixCache], p_pad: int) -> PrefixCache:
+    """Batch-1 prefix caches as one batch of ``p_pad`` positions: each slot's valid positions first, the rest zeros
+    masked by key; ``n_valid`` a (B, 1) tensor."""
+    first = caches[0].keys
+    layers, _, kv_heads, _, head_dim = first.shape
+    keys = torch.zeros(layers, len(caches), kv_heads, p_pad, head_dim, dtype=first.dtype, device=first.device)
+    values = torch.zeros_like(keys)
+    key_mask = torch.zeros(len(caches), p_pad, dtype=torch.bool, device=first.device)
+    valid = [int(c.n_valid) for c in caches]
+    for r, c in enumerate(caches):
+        # a batch-1 cache may itself be padded (pad_multiple > 1): its valid positions come first
+        keys[:, r, :, : valid[r]] = c.keys[:, 0, :, : valid[r]]
+        values[:, r, :, : valid[r]] = c.values[:, 0, :, : valid[r]]
+        key_mask[r, : valid[r]] = True
+    return PrefixCache(keys, values, key_mask, torch.tensor(valid, device=first.device)[:, None])
