@@ -145,8 +145,12 @@ def test_unsupported_models_are_named(tx, engine):
     unfused = build_model(engine.model.sizes, torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="projections are not fused"):
         tx.TritonExpert(unfused)
-    with pytest.raises(ValueError, match="batch 1"):
-        tx.TritonExpert(engine.model).velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="schedule 'phased' runs batch 1, got 2"):
+        tx.TritonExpert(engine.model, schedule="phased").velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="prefix of batch 1 for 2 action chunks"):
+        tx.TritonExpert(engine.model).velocity(torch.zeros(3, 1, 1, 8, 16), None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="max_block_m 48 must be a power of two >= 16"):
+        tx.TritonExpert(engine.model, max_block_m=48)
     with pytest.raises(ValueError, match="schedule 'fused' not supported: kernels, persistent, phased"):
         tx.TritonExpert(engine.model, schedule="fused")
     with pytest.raises(ValueError, match="preload_k 24 must be 0 or a power of two >= 16"):

@@ -1028,11 +1028,11 @@ class TritonExpert:
         d, hd, nh, m = self.width, self.head_dim, self.heads, b * rows
         cfg = self.configs or default_configs(m)
         n_valid = torch.as_tensor(n_valid, device=dev).to(torch.int64).reshape(-1).expand(b).contiguous()
+        if keys.shape[1] != b:
+            raise ValueError(f"TritonExpert: prefix of batch {keys.shape[1]} for {b} action chunks")
         keys = keys.contiguous()
         values = values.contiguous()
         p = keys.shape[3]
-        if keys.shape[1] != b:
-            raise ValueError(f"TritonExpert: prefix of batch {keys.shape[1]} for {b} action chunks")
         if p + rows > self.max_positions:
             raise ValueError(f"prefix {p} + chunk {rows} exceeds the RoPE table ({self.max_positions} positions)")
         mod = self._mods(mods)
