@@ -12,7 +12,7 @@ kept, least recently used first out."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,14 +21,7 @@ import torch
 from sim_eval.policies.pi05.checkpoint import copy_weights, plan_checkpoint, read_checkpoint_info
 from sim_eval.policies.pi05.config import KERNELS, CheckpointInfo, ModelSizes
 from sim_eval.policies.pi05.model import Pi05Model, PrefixCache
-from sim_eval.policies.pi05.processing import (
-    Normalizer,
-    PromptTokenizer,
-    find_tokenizer,
-    resize_with_pad,
-    state_prompt,
-    to_uint8,
-)
+from sim_eval.policies.pi05.processing import Normalizer, Prepared, Preparer, PromptTokenizer, find_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -69,16 +62,6 @@ def resolve_camera_map(camera_map: dict[str, str] | None, camera_keys: tuple[str
     return resolved
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """One observation after pre-processing. ``images_u8``: view -> uint8 (S, S, 3) model-input image (S: the
-    checkpoint's input size, 224 for Pi0.5, 128 for the embedded model)."""
-
-    images_u8: dict[str, np.ndarray]
-    images: torch.Tensor  # (n_present, 3, S, S) float32 in [-1, 1], checkpoint camera order, on CPU
-    tokens: list[int]
-
-
 class Pi05Engine:
     def __init__(
         self,
@@ -114,6 +97,7 @@ class Pi05Engine:
         self.tokenizer = tokenizer_obj or PromptTokenizer(
             find_tokenizer(tokenizer, info.tokenizer_name, info.path), info.max_token_len
         )
+        self._preparer = self.preparer
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if pad_multiple < 1 or max_graphs < 2:
             raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 and max_graphs {max_graphs} >= 2 (a prefix and "
@@ -208,31 +192,13 @@ class Pi05Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @property
+    def preparer(self) -> Preparer:
+        """The engine's pre-processing alone (no model): picklable, so a simulator worker can run it."""
+        return Preparer(self.info, self.camera_map, self.normalizer, self.tokenizer)
+
     def prepare(self, obs: dict[str, Any]) -> Prepared:
-        images = obs.get("images", {})
-        size = self.info.sizes.vision.image_size
-        u8, tensors = {}, []
-        for key in self.info.camera_keys:
-            view = self.key_to_view.get(key)
-            if view is None or view not in images:
-                continue  # absent camera: masked in the reference, so simply not part of the prefix
-            x01 = resize_with_pad(np.asarray(images[view]), size)
-            u8[view] = to_uint8(x01)
-            tensors.append(x01 * 2.0 - 1.0)
-        if not tensors:
-            raise ValueError(
-                f"no camera of the checkpoint ({list(self.info.camera_keys)}) is in the observation "
-                f"(views {sorted(images)}; camera_map {self.camera_map})"
-            )
-        stacked = torch.stack(tensors)
-        instruction = str(obs.get("instruction", ""))
-        if self.info.state_in_prompt:
-            state = np.asarray(obs["state"], dtype=np.float32)
-            normalized = self.normalizer.normalize_state(state)
-            tokens = self.tokenizer.encode(instruction, state_prompt(instruction, normalized))
-        else:
-            tokens = self.tokenizer.encode(instruction)
-        return Prepared(u8, stacked, tokens)
+        return self._preparer(obs)
 
     def encode_prefix(self, obs: dict[str, Any] | Prepared) -> PrefixCache:
         prep = obs if isinstance(obs, Prepared) else self.prepare(obs)
