@@ -287,3 +287,52 @@ def test_a_worker_killed_mid_episode_is_an_error_record_and_the_run_goes_on(tmp_
     assert errors[0]["error"]["type"] == "WorkerDied"
     finished = next(r for r in records if r["error"] is None)
     assert finished["steps"] == 300 and all(i["infer_ms_source"] == "batch1" for i in finished["inferences"])
+
+
+def test_the_warmup_plan_names_every_bucket():
+    """Up to 6 slots run at 1, 2, 4 or 8; prompts of up to 70 tokens pad to 32, 64 or 96, their prefixes (512 image
+    tokens first) to 544, 576 or 608."""
+    from sim_eval.policies.pi05.batched import warmup_plan
+
+    plan = warmup_plan(6, 70, 512)
+    assert plan["prefix"] == [(b, t) for b in (1, 2, 4, 8) for t in (32, 64, 96)]
+    assert plan["denoise"] == [(b, p) for b in (1, 2, 4, 8) for p in (544, 576, 608)]
+    assert warmup_plan(1, 1, 100)["denoise"] == [(1, 128)]
+
+
+def test_warm_up_captures_every_shape_the_batches_then_run(monkeypatch):
+    """With CUDA graphs (replays recorded here, run eagerly on the CPU), the start-up warm-up captures a graph for
+    every shape; batches of 1 to 3 slots with prompts of different lengths then only replay captured ones."""
+    from sim_eval.policies.pi05.batched import denoise_batch, encode_prefix_batch, warm_up
+
+    engine = tiny_engine(state_in_prompt=False)
+    engine.tokenizer.max_len = 40  # two prompt buckets: a short plan (every prompt below is shorter)
+    engine.cuda_graphs = True
+    keys = []
+
+    def replay(key, fn, inputs):
+        keys.append(key)
+        return fn(**inputs)
+
+    monkeypatch.setattr(engine, "_replay", replay)
+    assert warm_up(engine, 3, cameras=2) == len(set(keys)) == 2 * 3 * 2  # (1, 2, 4 slots) x 2 lengths, both halves
+    assert engine._graphs.max_entries >= len(keys)
+    warm, keys[:] = set(keys), []
+    for n in (1, 2, 3):
+        preps = [engine.prepare(Scene(k).frame(False)) for k in range(n)]
+        assert len({len(p.tokens) for p in preps}) == n  # the slots' prompt lengths differ
+        caches = encode_prefix_batch(engine, preps)
+        denoise_batch(engine, caches, [engine.sample_noise() for _ in range(n)])
+    assert keys and set(keys) <= warm, set(keys) - warm
+
+
+def test_compile_caches_go_to_one_known_directory(tmp_path):
+    from sim_eval.policies.pi05.engine import compile_cache_dirs
+
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    dirs = compile_cache_dirs(env)
+    assert dirs == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "sim_eval" / "inductor"),
+                    "TRITON_CACHE_DIR": str(tmp_path / "sim_eval" / "triton")} == {k: env[k] for k in dirs}  # fmt: skip
+    mine = {"TRITON_CACHE_DIR": "/somewhere/mine", "HOME": str(tmp_path)}
+    assert compile_cache_dirs(mine)["TRITON_CACHE_DIR"] == "/somewhere/mine"
+    assert mine["TORCHINDUCTOR_CACHE_DIR"].startswith(os.path.expanduser("~/.cache/sim_eval"))

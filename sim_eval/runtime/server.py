@@ -159,17 +159,27 @@ def serve(
     """The server process: ``build(*build_args) -> (CacheController, device info)``, then serve ``conns`` (slot k
     = ``conns[k]``) until ``control`` closes."""
     follow_parent(parent_pid)
+    buffers: list[FrameBuffer] = []
     try:
+        from sim_eval.policies.pi05.batched import warm_up
+
         policy, info = build(*build_args)
         slots = BatchedSlots(policy)
         preparer = policy.engine.preparer
         buffers = [FrameBuffer(len(preparer.camera_keys), preparer.size) for _ in conns]
+        # every batch shape the run can meet, captured now: a batch never waits for a compile or a capture
+        started = time.perf_counter()
+        graphs = warm_up(policy.engine, min(max_batch, len(conns)), len(preparer.camera_map))
+        warmup = {"graphs": graphs, "s": round(time.perf_counter() - started, 1)}
     except Exception as err:
+        for buffer in buffers:
+            buffer.close(unlink=True)
         control.send(("fatal", (error_line(err), traceback.format_exc())))
         return
     try:
-        ready = {**info, "policy": str(policy.engine.device), "preparer": preparer, "frames": [b.name for b in buffers]}
-        control.send(("ready", ready))
+        frames = [b.name for b in buffers]
+        control.send(("ready", {**info, "policy": str(policy.engine.device), "preparer": preparer, "frames": frames,
+                                "warmup": warmup}))  # fmt: skip
         _serve(slots, conns, buffers, control, max_batch, max_wait_ms)
     finally:
         for buffer in buffers:

@@ -45,12 +45,56 @@ def _velocity(engine: Pi05Engine):
     return _BATCHED_EXPERTS[engine]
 
 
+def bucket_batch(n: int) -> int:
+    """The batch size a batch of ``n`` slots runs at under CUDA graphs: the next power of two."""
+    return 1 << (n - 1).bit_length()
+
+
+def bucket_length(n: int) -> int:
+    """The padded length of ``n`` positions under CUDA graphs: the next multiple of ``LENGTH_BUCKET``."""
+    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
 def _bucket_batch(engine: Pi05Engine, n: int) -> int:
-    return 1 << (n - 1).bit_length() if engine.cuda_graphs else n
+    return bucket_batch(n) if engine.cuda_graphs else n
 
 
 def _bucket_length(engine: Pi05Engine, n: int) -> int:
-    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET if engine.cuda_graphs else n
+    return bucket_length(n) if engine.cuda_graphs else n
+
+
+def warmup_plan(max_batch: int, max_tokens: int, image_tokens: int) -> dict[str, list[tuple[int, int]]]:
+    """Every shape a batch of at most ``max_batch`` slots, with prompts of at most ``max_tokens`` tokens after
+    ``image_tokens`` image tokens, can run at under CUDA graphs: ``prefix``: (batch size, padded prompt length);
+    ``denoise``: (batch size, padded prefix length)."""
+    batches = sorted({bucket_batch(n) for n in range(1, max_batch + 1)})
+    prompts = sorted({bucket_length(n) for n in range(1, max_tokens + 1)})
+    prefixes = sorted({bucket_length(image_tokens + n) for n in range(1, max_tokens + 1)})
+    return {
+        "prefix": [(b, t) for b in batches for t in prompts],
+        "denoise": [(b, p) for b in batches for p in prefixes],
+    }
+
+
+def warm_up(engine: Pi05Engine, max_batch: int, cameras: int) -> int:
+    """Capture, before the first request, the prefix and denoise graphs of every shape in ``warmup_plan`` (prompts
+    up to the tokenizer's limit, ``cameras`` images a slot), so no batch waits for a compile or a capture; the
+    engine keeps them all. Returns the number of graphs (0 without CUDA graphs: nothing to capture)."""
+    if not engine.cuda_graphs:
+        return 0
+    sizes = engine.info.sizes
+    plan = warmup_plan(max_batch, engine.tokenizer.max_len, cameras * sizes.vision.num_tokens)
+    n_graphs = len(plan["prefix"]) + len(plan["denoise"])
+    engine._graphs.max_entries = max(engine._graphs.max_entries, n_graphs + 2)
+    images = torch.zeros(cameras, 3, sizes.vision.image_size, sizes.vision.image_size)
+    for b, t_pad in plan["prefix"]:
+        encode_prefix_batch(engine, [Prepared({}, images, [0] * t_pad)] * b)
+    noise = engine.sample_noise(torch.Generator().manual_seed(0))
+    e = sizes.expert
+    for b, p_pad in plan["denoise"]:
+        kv = torch.zeros(e.depth, 1, e.num_kv_heads, p_pad, e.head_dim, dtype=engine.dtype, device=engine.device)
+        denoise_batch(engine, [PrefixCache(kv, kv, None, p_pad)] * b, [noise] * b)
+    return n_graphs
 
 
 def encode_prefix_batch(engine: Pi05Engine, preps: Sequence[Prepared]) -> list[PrefixCache]:
@@ -82,7 +126,9 @@ def _prefix_group(engine: Pi05Engine, preps: list[Prepared], n_cam: int) -> list
         if engine.cuda_graphs:
             inputs = {"images": images, "ids": ids, "key_mask": key_mask}
             keys, values = engine._replay(
-                ("prefix_batch", len(rows), n_cam, t_pad), lambda **kw: engine._prefix_kv(**kw), inputs
+                ("prefix_batch", len(rows), n_cam, t_pad),
+                lambda images, ids, key_mask: engine._prefix_kv(images, ids, key_mask),
+                inputs,
             )
         else:
             keys, values = engine._prefix_kv(images, ids, key_mask)

@@ -11,7 +11,9 @@ kept, least recently used first out."""
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +26,20 @@ from sim_eval.policies.pi05.model import Pi05Model, PrefixCache
 from sim_eval.policies.pi05.processing import Normalizer, Prepared, Preparer, PromptTokenizer, find_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# compiled artifacts, each under the cache directory (compile_cache_dirs)
+COMPILE_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+
+
+def compile_cache_dirs(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """torch.compile's (Inductor) and Triton's on-disk caches in one known place, ``$XDG_CACHE_HOME/sim_eval/`` (by
+    default ``~/.cache/sim_eval/``): ``inductor/`` and ``triton/``. A second process or run then loads the compiled
+    prefix and kernels instead of compiling them again (a batched server's start-up, N batch-1 workers). A directory
+    the user set is kept. Both read the variable when they first compile, so it is set before (the engine does, on
+    CUDA; spawned children inherit it). Returns the two directories."""
+    base = os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sim_eval")
+    for name, sub in COMPILE_CACHES.items():
+        environ.setdefault(name, os.path.join(base, sub))
+    return {name: environ[name] for name in COMPILE_CACHES}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -85,6 +101,8 @@ class Pi05Engine:
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
+        if resolve_device(device).type == "cuda":  # before anything compiles: see compile_cache_dirs
+            compile_cache_dirs()
         if state_in_prompt is not None:  # e.g. a LeRobot checkpoint fine-tuned with openpi's state-free prompt
             info = replace(info, state_in_prompt=bool(state_in_prompt))
         self.info = info
