@@ -1,0 +1,45 @@
+"""The GPU measuring scripts start and print on the CPU, so a GPU session does not find them broken: ``check_batched``
+on the fixtures' tiny model (fp32: batched equals batch 1 to 1e-5 at every batch size), and ``bench_gpu_eval``
+running the real evaluator with batch-1 workers and with the batched server (a short simulator run: ``sim``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import FAST_SIM, FIXTURES, REPO
+
+
+def _script(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_check_batched_prints_each_batch_size_and_batched_equals_batch_one_in_fp32():
+    proc = _script("check_batched.py", "--device", "cpu", "--dtype", "float32", "--checkpoint",
+                   str(FIXTURES / "tiny_lerobot"), "--model-sizes", str(FIXTURES / "tiny_config.json"),
+                   "--tokenizer", str(FIXTURES / "tokenizer"), "--batches", "1", "3", "--reps", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    diffs = {int(b): float(d) for b, d in re.findall(r"B= ?(\d+): max\|Δa\| batched vs batch-1 (\S+)", proc.stdout)}
+    assert sorted(diffs) == [1, 3], proc.stdout
+    assert max(diffs.values()) <= 1e-5, proc.stdout
+    assert "kernels torch (batched step: Pi05Model)" in proc.stdout and "batch-1 denoise" in proc.stdout
+
+
+@pytest.mark.sim
+def test_bench_gpu_eval_runs_both_paths_and_accounts_for_every_episode(tmp_path):
+    proc = _script("bench_gpu_eval.py", "--label", "smoke", "--workers", "2", "--servers", "none", "batched",
+                   "--episodes", "1", "--tasks", "0", "1", "--out", str(tmp_path), "--", "policy=pi05_tiny",
+                   *FAST_SIM)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for path in ("none", "batched"):
+        line = next(li for li in proc.stdout.splitlines() if li.startswith(f"smoke_{path} N= 2:"))
+        assert "2 episodes (" in line and "errors 0, doubled 0, lost 0" in line and "warm " in line, line
+    rows = json.loads((tmp_path / "smoke.json").read_text())
+    assert [(r["label"], r["episodes"]) for r in rows] == [("smoke_none", 2), ("smoke_batched", 2)]
+    assert rows[1]["batch_size_mean"] is not None and rows[0]["batch_size_mean"] is None
