@@ -123,10 +123,11 @@ def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extr
     wall = time.time() - started
     sampler.stop.set()
     sampler.join()
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"bench_gpu_eval: {label} N={n} failed (exit {proc.returncode})")
     records = [r for r in read_records(run_dir / EPISODES_FILE) if r.get("error") is None]
+    if proc.returncode != 0 or not records:  # e.g. N batch-1 engines that do not fit the GPU: the next (N, path) runs
+        print(proc.stderr[-3000:], file=sys.stderr)
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        return {"label": label, "workers": n, "failed": f"exit {proc.returncode}: {last}", "command": " ".join(cmd[1:])}
     begin = min(parse_time(r["finished_at"]) - r["wall_s"] for r in records)
     end = max(parse_time(r["finished_at"]) for r in records)
     span = max(end - begin, 1e-9)
@@ -204,6 +205,10 @@ def main() -> None:
             label = f"{args.label}_{server}"
             row = measure(label, n, args.episodes, args.tasks, args.out, [*extra, f"eval.server={server}"])
             rows.append(row)
+            (args.out / f"{args.label}.json").write_text(json.dumps(rows, indent=1) + "\n")
+            if "failed" in row:
+                print(f"{label} N={n:2d}: failed ({row['failed']})", flush=True)
+                continue
             share = " ".join(f"{k[:-2]} {v:.0%}" for k, v in row["time_share"].items())
             mem = row["gpu_memory"]
             print(
@@ -221,7 +226,6 @@ def main() -> None:
             )
             if mem["timeline"]:
                 print(f"{label} N={n:2d} GPU MiB in use over time (s, MiB): {mem['timeline']}", flush=True)
-            (args.out / f"{args.label}.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

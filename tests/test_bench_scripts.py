@@ -43,3 +43,15 @@ def test_bench_gpu_eval_runs_both_paths_and_accounts_for_every_episode(tmp_path)
     rows = json.loads((tmp_path / "smoke.json").read_text())
     assert [(r["label"], r["episodes"]) for r in rows] == [("smoke_none", 2), ("smoke_batched", 2)]
     assert rows[1]["batch_size_mean"] is not None and rows[0]["batch_size_mean"] is None
+
+
+def test_bench_gpu_eval_reports_a_failed_run_and_goes_on(tmp_path):
+    """A run that cannot start (here a bad setting; on a GPU node, N batch-1 engines that do not fit) is a row that
+    says so, and the next (N, path) still runs."""
+    proc = _script("bench_gpu_eval.py", "--label", "bad", "--workers", "1", "--servers", "none", "batched",
+                   "--out", str(tmp_path), "--", "policy=pi05_tiny", "eval.max_steps=0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    failed = [li for li in proc.stdout.splitlines() if "failed (exit 2" in li]
+    assert [li.split(" ")[0] for li in failed] == ["bad_none", "bad_batched"], proc.stdout
+    assert "eval.max_steps=0" in failed[0]
+    assert [r["failed"][:6] for r in json.loads((tmp_path / "bad.json").read_text())] == ["exit 2"] * 2
