@@ -192,7 +192,9 @@ def attention_one(te: TritonExpert, chunk: int, prefix: int) -> list[dict]:
 
     def run(cfg: AttnConfig) -> None:
         try:
-            us = graph_time_us(lambda i: te._attention(q, kp, vp, ks, vs, nv, o, cfg), 16)
+            # one slot: the kernels' leading axis runs over a batch's slots
+            us = graph_time_us(lambda i: te._attention(q[None], kp[None], vp[None], ks[None], vs[None], nv, o[None],
+                                                       cfg), 16)  # fmt: skip
         except Exception as exc:  # does not fit (registers / shared memory): skip, say why
             print(f"skip attention {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
             return

@@ -109,10 +109,11 @@ def episode_accounting(run_dir: Path, planned: int) -> dict[str, int]:
             "lost": planned - len(set(keys))}  # fmt: skip
 
 
-def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extra: list[str]) -> dict:
+def measure(label: str, n: int, episodes: int, tasks: list[int], out: Path, extra: list[str],
+            suite: str = "libero_object") -> dict:  # fmt: skip
     run_dir = out / f"{label}_n{n}"
     cmd = [
-        sys.executable, "-m", "sim_eval", "suite=libero_object", f"eval.tasks=[{','.join(map(str, tasks))}]",
+        sys.executable, "-m", "sim_eval", f"suite={suite}", f"eval.tasks=[{','.join(map(str, tasks))}]",
         f"eval.episodes_per_task={episodes}", f"eval.num_workers={n}", "logger.mode=disabled",
         f"hydra.run.dir={run_dir}", *extra,
     ]  # fmt: skip
@@ -196,6 +197,7 @@ def main() -> None:
                    help="eval.server paths to run at each N (batch-1 workers, the batched policy server)")  # fmt: skip
     p.add_argument("--episodes", type=int, default=2, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--suite", default="libero_object", help="a soak wants many episodes: libero_90 has 90 tasks")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,7 @@ def main() -> None:
     for n in args.workers:
         for server in args.servers:
             label = f"{args.label}_{server}"
-            row = measure(label, n, args.episodes, args.tasks, args.out, [*extra, f"eval.server={server}"])
+            row = measure(label, n, args.episodes, args.tasks, args.out, [*extra, f"eval.server={server}"], args.suite)
             rows.append(row)
             (args.out / f"{args.label}.json").write_text(json.dumps(rows, indent=1) + "\n")
             if "failed" in row:

@@ -85,6 +85,7 @@ def warm_up(engine: Pi05Engine, max_batch: int, cameras: int) -> int:
     sizes = engine.info.sizes
     plan = warmup_plan(max_batch, engine.tokenizer.max_len, cameras * sizes.vision.num_tokens)
     n_graphs = len(plan["prefix"]) + len(plan["denoise"])
+    # all of them kept, and the two of the server's batch-1 latency measurement (a prefix, a denoise)
     engine._graphs.max_entries = max(engine._graphs.max_entries, n_graphs + 2)
     images = torch.zeros(cameras, 3, sizes.vision.image_size, sizes.vision.image_size)
     for b, t_pad in plan["prefix"]:
