@@ -74,6 +74,11 @@ class InProcessWorkers:
     def reset(self, k: int, task: TaskContext) -> None:
         self.clients[k].reset(task)
 
+    def close(self) -> None:
+        for client, buffer in zip(self.clients, self.buffers, strict=True):
+            client.buffer.close()
+            buffer.close(unlink=True)
+
     def infer(self, requests: list) -> list:
         sent = [(self.clients[k], self.clients[k].send_infer(obs)) for k, obs in requests]
         slot_of = {conn: k for k, conn in enumerate(self.conns)}
@@ -85,7 +90,7 @@ class InProcessWorkers:
 
 
 @pytest.mark.parametrize("prepared_by", ["server", "workers"])
-def test_mixed_batches_match_batch_one_per_slot(prepared_by):
+def test_mixed_batches_match_batch_one_per_slot(prepared_by, request):
     """Four slots of adaptive3 (shadow on) in lock-step, episodes restarting at different steps: batches mix
     scheduled full frames, cached frames and forced refreshes; each slot's actions, decisions and shadow agree with
     its own batch-1 controller to 1e-5, with observations pre-processed in the server or in the workers (whose pixel
@@ -94,6 +99,7 @@ def test_mixed_batches_match_batch_one_per_slot(prepared_by):
     server = BatchedSlots(CacheController(engine, "adaptive3", threshold=20.0, shadow=True), measure_batch1=False)
     if prepared_by == "workers":
         server = InProcessWorkers(server, 4)
+        request.addfinalizer(server.close)
     refs = {k: CacheController(engine, "adaptive3", threshold=20.0, shadow=True) for k in range(4)}
     scenes = {k: Scene(k) for k in range(4)}
     episode = dict.fromkeys(range(4), 0)
