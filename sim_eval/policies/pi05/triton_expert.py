@@ -20,7 +20,7 @@ It also runs a batch of slots (the batched policy server): the weights are share
 one operand of each GEMM (tiled over rows by the grid's third axis, each row's RoPE position taken from its slot's
 ``n_valid``: ``SLOT_ROWS``); the norms are row-wise with modulations that depend on the time step alone; attention
 and its merge take the slot as the grid's third axis, each slot reading its own prefix and masking its own padding.
-Batch 1 is the one-slot case, launched exactly as before.
+Batch 1 is the one-slot case (its GEMMs compile as before: one row tile, no slot positions).
 Under PDL a kernel starts while the one before still runs and reads, before it waits, what no kernel writes: at chunk
 10 the first ``GemmConfig.preload_k`` columns of each program's weight slice (all of it for o and down) and each
 attention split's first prefix K/V block go into registers (``AttnConfig.preload``), the rest of the weights into L2.
