@@ -1,6 +1,7 @@
 """The GPU measuring scripts start and print on the CPU, so a GPU session does not find them broken: ``check_batched``
-on the fixtures' tiny model (fp32: batched equals batch 1 to 1e-5 at every batch size), and ``bench_gpu_eval``
-running the real evaluator with batch-1 workers and with the batched server (a short simulator run: ``sim``)."""
+on the fixtures' tiny model (fp32: batched equals batch 1 to 1e-5 at every batch size), ``bench_gpu_eval`` running
+the real evaluator with batch-1 workers and with the batched server (a short simulator run: ``sim``), and
+``compile_expert_kernels`` compiling the real-size denoise kernels for an H100 (what the interpreter cannot check)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 from conftest import FAST_SIM, FIXTURES, REPO
 
 
-def _script(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+def _script(name: str, *args: str, timeout: float = 600, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0", **env_vars}
     return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
@@ -55,3 +56,14 @@ def test_bench_gpu_eval_reports_a_failed_run_and_goes_on(tmp_path):
     assert [li.split(" ")[0] for li in failed] == ["bad_none", "bad_batched"], proc.stdout
     assert "eval.max_steps=0" in failed[0]
     assert [r["failed"][:6] for r in json.loads((tmp_path / "bad.json").read_text())] == ["exit 2"] * 2
+
+
+def test_the_expert_kernels_compile_for_an_h100_at_batch_one_and_over_a_batch():
+    """Real Pi0.5 sizes, chunk 10, batch 1 (preloading tiles) and 2 (row tiles, RoPE positions per slot): every kernel
+    compiles for sm_90 and fits its shared memory."""
+    pytest.importorskip("triton")
+    proc = _script("compile_expert_kernels.py", "--batches", "1", "2", "--chunks", "10", TRITON_INTERPRET="0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    lines = [li for li in proc.stdout.splitlines() if li.startswith("B=")]
+    assert [li.split(":")[0] for li in lines] == ["B= 1 chunk 10", "B= 2 chunk 10"], proc.stdout
+    assert all("kernels compiled for sm_90" in li and "DOES NOT FIT" not in li for li in lines), proc.stdout
