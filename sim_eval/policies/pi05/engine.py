@@ -110,12 +110,12 @@ class Pi05Engine:
         self.dtype = DTYPES[dtype]
         self.num_steps = int(num_steps or info.num_steps)
         self.camera_map = resolve_camera_map(camera_map, info.camera_keys)
-        self.key_to_view = {k: v for v, k in self.camera_map.items()}
         self.normalizer = Normalizer(info.norm)
         self.tokenizer = tokenizer_obj or PromptTokenizer(
             find_tokenizer(tokenizer, info.tokenizer_name, info.path), info.max_token_len
         )
-        self._preparer = self.preparer
+        # the pre-processing alone (no model): picklable, so a batched server's simulator workers run it
+        self.preparer = Preparer(info, self.camera_map, self.normalizer, self.tokenizer)
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if pad_multiple < 1 or max_graphs < 2:
             raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 and max_graphs {max_graphs} >= 2 (a prefix and "
@@ -210,13 +210,8 @@ class Pi05Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @property
-    def preparer(self) -> Preparer:
-        """The engine's pre-processing alone (no model): picklable, so a simulator worker can run it."""
-        return Preparer(self.info, self.camera_map, self.normalizer, self.tokenizer)
-
     def prepare(self, obs: dict[str, Any]) -> Prepared:
-        return self._preparer(obs)
+        return self.preparer(obs)
 
     def encode_prefix(self, obs: dict[str, Any] | Prepared) -> PrefixCache:
         prep = obs if isinstance(obs, Prepared) else self.prepare(obs)
