@@ -24,12 +24,15 @@ def _script(name: str, *args: str, timeout: float = 600, **env_vars: str) -> sub
 def test_check_batched_prints_each_batch_size_and_batched_equals_batch_one_in_fp32():
     proc = _script("check_batched.py", "--device", "cpu", "--dtype", "float32", "--checkpoint",
                    str(FIXTURES / "tiny_lerobot"), "--model-sizes", str(FIXTURES / "tiny_config.json"),
-                   "--tokenizer", str(FIXTURES / "tokenizer"), "--batches", "1", "3", "--reps", "1")  # fmt: skip
+                   "--tokenizer", str(FIXTURES / "tokenizer"), "--batches", "1", "3", "--reps", "1",
+                   "--baseline")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     diffs = {int(b): float(d) for b, d in re.findall(r"B= ?(\d+): max\|Δa\| batched vs batch-1 (\S+)", proc.stdout)}
     assert sorted(diffs) == [1, 3], proc.stdout
     assert max(diffs.values()) <= 1e-5, proc.stdout
     assert "kernels torch (batched step: Pi05Model)" in proc.stdout and "batch-1 denoise" in proc.stdout
+    before = [float(d) for d in re.findall(r"baseline \(eager torch step\) .* max\|Δa\| vs batched (\S+)", proc.stdout)]
+    assert len(before) == 2 and max(before) <= 1e-5, proc.stdout
 
 
 @pytest.mark.sim
