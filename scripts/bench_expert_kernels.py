@@ -13,10 +13,15 @@ weights).
    (> L2) that every call streams its weight from HBM, as in the real loop; reports us per call and the weight
    bandwidth it reaches.
 3. Attention: the split-K/V Triton attention against SDPA on the concatenated K/V (what the torch step does).
+4. Batches (``--batch-sweep B ...``): the per-kernel step over B slots of different prefix lengths (the batched
+   server's denoise), for each ``--max-block-m`` (GEMM rows per program): us per step and per slot against batch 1,
+   and the max abs difference of every slot's velocity from its batch-1 velocity.
 
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --out $OUT/kernels.json
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --persistent-sweep --out $OUT/k.json
     PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --no-step --kernels-sweep --out $OUT/k.json
+    PYTHONUNBUFFERED=1 python3 scripts/bench_expert_kernels.py --step-only --no-step --batch-sweep 2 4 8 16 \\
+        --out $OUT/k.json
 """
 
 from __future__ import annotations
@@ -192,7 +197,9 @@ def attention_one(te: TritonExpert, chunk: int, prefix: int) -> list[dict]:
 
     def run(cfg: AttnConfig) -> None:
         try:
-            us = graph_time_us(lambda i: te._attention(q, kp, vp, ks, vs, nv, o, cfg), 16)
+            # one slot: the kernels' leading axis runs over a batch's slots
+            us = graph_time_us(lambda i: te._attention(q[None], kp[None], vp[None], ks[None], vs[None], nv, o[None],
+                                                       cfg), 16)  # fmt: skip
         except Exception as exc:  # does not fit (registers / shared memory): skip, say why
             print(f"skip attention {cfg}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
             return
@@ -218,6 +225,39 @@ def step_inputs(model: Pi05Model, chunk: int, prefix: int) -> tuple:
     x_t = torch.randn(1, chunk, model.sizes.max_action_dim, device=dev)
     mods = model.time_modulations(torch.tensor([0.7], device=dev))
     return keys, values, x_t, mods, torch.tensor([prefix], device=dev)
+
+
+def batch_sweep(model: Pi05Model, chunk: int, prefix: int, batches: list[int], block_ms: list[int]) -> list[dict]:
+    """The per-kernel step over B slots whose valid prefixes differ (``prefix`` down to ``prefix`` - 31, padded to
+    ``prefix``), for each ``max_block_m``: us per step replayed from a CUDA graph, per slot, and the max abs
+    difference of each slot's velocity from its own batch-1 velocity."""
+    keys, values, x_t, mods, full = step_inputs(model, chunk, prefix)
+    one = TritonExpert(model, schedule="kernels")
+    with torch.inference_mode():
+        us = graph_time_us(lambda i: one.velocity(keys, values, None, full, x_t, mods), 4)
+    rows = [{"chunk": chunk, "slots": 1, "us": round(us, 1)}]
+    print(json.dumps(rows[-1]), flush=True)
+    for b in batches:
+        kb, vb = keys.expand(-1, b, -1, -1, -1).contiguous(), values.expand(-1, b, -1, -1, -1).contiguous()
+        xb = torch.randn(b, chunk, model.sizes.max_action_dim, device=keys.device)
+        n_valid = torch.tensor([prefix - (7 * s) % 32 for s in range(b)], device=keys.device)
+        with torch.inference_mode():
+            ref = torch.cat([one.velocity(kb[:, s : s + 1], vb[:, s : s + 1], None, n_valid[s : s + 1], xb[s : s + 1],
+                                          mods) for s in range(b)])  # fmt: skip
+        inputs = (kb, vb, None, n_valid, xb, mods)
+        for mb in block_ms:
+            te = TritonExpert(model, schedule="kernels", max_block_m=mb)
+            try:
+                with torch.inference_mode():
+                    diff = float((te.velocity(*inputs) - ref).abs().max())
+                    us = graph_time_us(lambda i, te=te, inputs=inputs: te.velocity(*inputs), 4)
+                row = {"chunk": chunk, "slots": b, "max_block_m": mb, "us": round(us, 1),
+                       "us_per_slot": round(us / b, 1), "max_abs_vs_batch1": diff}  # fmt: skip
+            except Exception as exc:  # a tile that does not fit: say why, go on
+                row = {"chunk": chunk, "slots": b, "max_block_m": mb, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
 
 
 def step_times(model: Pi05Model, chunk: int, prefix: int) -> dict:
@@ -461,6 +501,8 @@ def main() -> None:
     ap.add_argument("--kernels-sweep", action="store_true", help="preload trials and ablation, per-kernel step")
     ap.add_argument("--tile-sweep", action="store_true", help="launch tiles timed in the whole per-kernel step")
     ap.add_argument("--gemms", nargs="+", default=["qkv", "o", "gate_up", "down"])
+    ap.add_argument("--batch-sweep", type=int, nargs="+", default=[], help="slots of the batched step to time")
+    ap.add_argument("--max-block-m", type=int, nargs="+", default=[32, 64, 128], help="batched GEMM rows per program")
     for key in GRID:  # override the sweep grid, e.g. --num_warps 2 4 8
         ap.add_argument(f"--{key}", type=int, nargs="+", default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -492,6 +534,9 @@ def main() -> None:
         report["kernels_ablation"] = [r for chunk in args.chunks for r in kernels_ablation(model, chunk, 560)]
     if args.tile_sweep:
         report["tile_sweep"] = [r for chunk in args.chunks for r in kernels_sweep(model, chunk, 560, tiles=True)]
+    if args.batch_sweep:
+        sweeps = (batch_sweep(model, chunk, 560, args.batch_sweep, args.max_block_m) for chunk in args.chunks)
+        report["batch_sweep"] = [r for rows in sweeps for r in rows]
     if args.persistent_sweep:
         report["persistent_sweep"] = [r for chunk in args.chunks for r in persistent_sweep(model, chunk, 560)]
     if args.step_only:

@@ -145,8 +145,12 @@ def test_unsupported_models_are_named(tx, engine):
     unfused = build_model(engine.model.sizes, torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="projections are not fused"):
         tx.TritonExpert(unfused)
-    with pytest.raises(ValueError, match="batch 1"):
-        tx.TritonExpert(engine.model).velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="schedule 'phased' runs batch 1, got 2"):
+        tx.TritonExpert(engine.model, schedule="phased").velocity(None, None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="prefix of batch 1 for 2 action chunks"):
+        tx.TritonExpert(engine.model).velocity(torch.zeros(3, 1, 1, 8, 16), None, None, 0, torch.zeros(2, 10, 32), [])
+    with pytest.raises(ValueError, match="max_block_m 48 must be a power of two >= 16"):
+        tx.TritonExpert(engine.model, max_block_m=48)
     with pytest.raises(ValueError, match="schedule 'fused' not supported: kernels, persistent, phased"):
         tx.TritonExpert(engine.model, schedule="fused")
     with pytest.raises(ValueError, match="preload_k 24 must be 0 or a power of two >= 16"):
@@ -182,3 +186,55 @@ def test_stacked_weights_are_the_models_own(tx, engine):
         assert la.mlp.up_proj.weight.data_ptr() == w_gate_up[i, la.mlp.gate_proj.weight.shape[0] :].data_ptr()
         assert torch.equal(la.mlp.up_proj.weight, before[i])
     assert tx.TritonExpert(model, schedule="phased").stacks[0] is w_qkv
+
+
+def _slot_caches(engine) -> list:
+    """Three slots' prefixes of different lengths (their prompts differ), one of them padded (``pad_multiple``)."""
+    z = np.load(FIX / "case_nostate.npz")
+    images = {"agentview": z["images_uint8"][0], "wrist": z["images_uint8"][1]}
+    caches = []
+    for prompt, pad in (("pick it up", 1), ("put the bowl on the plate and the cream cheese in it", 32), ("go", 1)):
+        engine.pad_multiple = pad
+        try:
+            caches.append(engine.encode_prefix({"images": images, "instruction": prompt}))
+        finally:
+            engine.pad_multiple = 1
+    assert len({int(c.n_valid) for c in caches}) == 3 and caches[1].key_mask is not None
+    return caches
+
+
+def test_batched_velocity_matches_batch_one_per_slot(tx, engine):
+    """Three slots with prefixes of different lengths (one padded per slot, all padded to the longest) in one call:
+    each slot's velocity equals its batch-1 velocity (Triton and torch). GEMM tiles of 16 rows, so a tile holds
+    the rows of two slots (each row's RoPE position from its own slot); keys split over many programs."""
+    from sim_eval.policies.pi05.batched import stack_prefixes
+
+    caches = _slot_caches(engine)
+    batch = stack_prefixes(caches, max(c.keys.shape[3] for c in caches) + 5)
+    attn = tx.AttnConfig(block_r=16, block_kv=32, max_split=16, combine_rows=16, combine_dims=16)
+    expert = tx.TritonExpert(engine.model, configs=_small_tiles(tx), sm_count=132, attn_config=attn, max_block_m=16)
+    x_t = torch.randn(3, 10, engine.model.sizes.max_action_dim, generator=torch.Generator().manual_seed(3))
+    mods = engine.modulations()[7]
+    got = expert.velocity(batch.keys, batch.values, batch.key_mask, batch.n_valid, x_t, mods)
+    assert got.shape == (3, 10, engine.model.sizes.max_action_dim)
+    for s, c in enumerate(caches):
+        one = expert.velocity(c.keys, c.values, c.key_mask, c.n_valid, x_t[s : s + 1], mods)
+        ref = engine.model.velocity(c.keys, c.values, c.key_mask, c.n_valid, x_t[s : s + 1], mods)
+        np.testing.assert_allclose(got[s : s + 1].numpy(), one.numpy(), atol=TOL, rtol=0)
+        np.testing.assert_allclose(got[s : s + 1].numpy(), ref.numpy(), atol=TOL, rtol=0)
+
+
+def test_batched_denoise_runs_the_triton_step_and_matches_batch_one():
+    """``denoise_batch`` of an engine whose step is Triton (forced here: on the CPU ``auto`` picks torch) runs the
+    batched Triton step and gives every slot its batch-1 actions (one denoise step: the interpreter is slow)."""
+    from sim_eval.policies.pi05 import batched
+
+    eng = tiny_engine(state_in_prompt=False, num_steps=1)
+    caches = _slot_caches(eng)[:2]
+    noises = [eng.sample_noise(torch.Generator().manual_seed(s)) for s in range(2)]
+    want = [eng.denoise(c, n) for c, n in zip(caches, noises, strict=True)]
+    eng.kernels = "triton"
+    got = batched.denoise_batch(eng, caches, noises)
+    assert type(batched._velocity(eng).__self__).__name__ == "TritonExpert"
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=TOL, rtol=0)

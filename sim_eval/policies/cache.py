@@ -62,6 +62,27 @@ class RefreshRule:
         return bool(considered) and max(considered) >= self.threshold
 
 
+class FrameReference:
+    """The model-input images of an episode's last full frame, and a new frame's pixel MAE against them per view (None
+    before the episode's first full frame): what the adaptive rule reads. A ``CacheController`` keeps one; under the
+    batched server each simulator worker keeps its own as well, moved on by the answers (``used_full``), so the MAE is
+    measured where the images are and the server never sees them."""
+
+    def __init__(self):
+        self.images: dict[str, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self.images = None
+
+    def mae(self, images: dict[str, np.ndarray]) -> dict[str, float] | None:
+        if self.images is None:
+            return None
+        return {v: pixel_mae(images[v], self.images[v]) for v in images if v in self.images}
+
+    def full_frame(self, images: dict[str, np.ndarray]) -> None:
+        self.images = images
+
+
 @dataclass
 class Step:
     """One inference between ``CacheController.begin`` and ``finish``: the pre-processed observation, its paired
@@ -88,11 +109,12 @@ class CacheController:
         self.refresh = RefreshRule(threshold, views, known=tuple(getattr(engine, "views", ()) or ()))
         self.shadow = bool(shadow)
         self._noise_seed = 0
+        self.reference = FrameReference()
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._cache = None
-        self._ref_images: dict[str, np.ndarray] | None = None
+        self.reference.reset()
         self._since_full = 0  # inferences since the last full frame (0 = this one was full)
         self._k = 0
 
@@ -125,12 +147,13 @@ class CacheController:
     def begin(self, obs: dict[str, Any]) -> Step:
         """Pre-process ``obs``, draw this inference's paired noise and decide whether it is a full frame. The caller
         then encodes a prefix for a full frame (``commit``) and denoises against ``cache``."""
-        noise = paired_noise(tuple(self.engine.noise_shape), self._noise_seed, self._k)
         prep = self.engine.prepare(obs)
-        images = prep.images_u8
-        mae = None
-        if self._ref_images is not None:
-            mae = {v: pixel_mae(images[v], self._ref_images[v]) for v in images if v in self._ref_images}
+        return self.begin_prepared(prep, self.reference.mae(prep.images_u8))
+
+    def begin_prepared(self, prep: Any, mae: dict[str, float] | None) -> Step:
+        """``begin`` for an observation pre-processed elsewhere (a batched server's worker): ``prep`` as the engine's
+        ``prepare`` gives it, ``mae`` against the episode's last full frame as a ``FrameReference`` gives it."""
+        noise = paired_noise(tuple(self.engine.noise_shape), self._noise_seed, self._k)
         forced = False
         if self._cache is None or self.mode.kind == "full" or self._since_full + 1 >= self.mode.period:
             used_full = True
@@ -155,7 +178,7 @@ class CacheController:
     def commit(self, step: Step, cache: Any) -> None:
         """A full frame's new prefix: it and the frame's images become the reference of the window it starts."""
         self._cache = cache
-        self._ref_images = step.prep.images_u8
+        self.reference.full_frame(step.prep.images_u8)
         self._since_full = 0
 
     def finish(

@@ -86,15 +86,14 @@ def _run_workers(
 
     # one engine for every worker, on slot 0's device; the workers keep their own GPUs for rendering
     ev = run.eval
-    server = ServerProcess(
-        policy_on, (policy_cfg, plan[0]), ev.num_workers, ev.server_max_batch, ev.server_max_wait_ms
-    )
+    server = ServerProcess(policy_on, (policy_cfg, plan[0]), ev.num_workers, ev.server_max_batch, ev.server_max_wait_ms)
     try:
         ready = server.wait_ready()
-        log.info("batched policy server on %s (batches up to %d, %.1f ms wait)", ready["policy"],
-                 ev.server_max_batch, ev.server_max_wait_ms)  # fmt: skip
-        args = (run, str(run_dir), meta, ready["policy"])
-        slot = lambda k: (plan[k], server.clients[k])  # noqa: E731
+        log.info("batched policy server on %s (batches up to %d, %.1f ms wait; %d graphs captured in %.1f s)",
+                 ready["policy"], ev.server_max_batch, ev.server_max_wait_ms, ready["warmup"]["graphs"],
+                 ready["warmup"]["s"])  # fmt: skip
+        args = (run, str(run_dir), meta, ready)
+        slot = lambda k: (plan[k], server.clients[k], ready["frames"][k])  # noqa: E731
         return _served(server, run_in_workers(remote_episode_runner, args, todo, ev.num_workers, died, slot))
     except BaseException:
         server.stop()

@@ -179,10 +179,12 @@ def episode_runner(
 
 
 def remote_episode_runner(
-    run: RunConfig, run_dir: str, meta: dict[str, Any], server_device: str, device: WorkerDevice, conn
-) -> EpisodeRunner:
+    run: RunConfig, run_dir: str, meta: dict[str, Any], server: dict[str, Any], device: WorkerDevice, conn,
+    frames: str,
+) -> EpisodeRunner:  # fmt: skip
     """A worker under ``eval.server=batched``: its simulator (rendering on its slot's GPU) and the server's client
-    for slot ``conn``."""
+    for slot ``conn`` (``server``: what the server said when ready; ``frames``: the slot's frame buffer)."""
     from sim_eval.runtime.server import RemotePolicy
 
-    return EpisodeRunner(run, RemotePolicy(conn, server_device), Path(run_dir), meta, device=pin_worker(device))
+    policy = RemotePolicy(conn, server["policy"], server["preparer"], frames)
+    return EpisodeRunner(run, policy, Path(run_dir), meta, device=pin_worker(device))

@@ -11,8 +11,10 @@ kept, least recently used first out."""
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,16 +23,23 @@ import torch
 from sim_eval.policies.pi05.checkpoint import copy_weights, plan_checkpoint, read_checkpoint_info
 from sim_eval.policies.pi05.config import KERNELS, CheckpointInfo, ModelSizes
 from sim_eval.policies.pi05.model import Pi05Model, PrefixCache
-from sim_eval.policies.pi05.processing import (
-    Normalizer,
-    PromptTokenizer,
-    find_tokenizer,
-    resize_with_pad,
-    state_prompt,
-    to_uint8,
-)
+from sim_eval.policies.pi05.processing import Normalizer, Prepared, Preparer, PromptTokenizer, find_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# compiled artifacts, each under the cache directory (compile_cache_dirs)
+COMPILE_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+
+
+def compile_cache_dirs(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """torch.compile's (Inductor) and Triton's on-disk caches in one known place, ``$XDG_CACHE_HOME/sim_eval/`` (by
+    default ``~/.cache/sim_eval/``): ``inductor/`` and ``triton/``. A second process or run then loads the compiled
+    prefix and kernels instead of compiling them again (a batched server's start-up, N batch-1 workers). A directory
+    the user set is kept. Both read the variable when they first compile, so it is set before (the engine does, on
+    CUDA; spawned children inherit it). Returns the two directories."""
+    base = os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sim_eval")
+    for name, sub in COMPILE_CACHES.items():
+        environ.setdefault(name, os.path.join(base, sub))
+    return {name: environ[name] for name in COMPILE_CACHES}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -69,16 +78,6 @@ def resolve_camera_map(camera_map: dict[str, str] | None, camera_keys: tuple[str
     return resolved
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """One observation after pre-processing. ``images_u8``: view -> uint8 (S, S, 3) model-input image (S: the
-    checkpoint's input size, 224 for Pi0.5, 128 for the embedded model)."""
-
-    images_u8: dict[str, np.ndarray]
-    images: torch.Tensor  # (n_present, 3, S, S) float32 in [-1, 1], checkpoint camera order, on CPU
-    tokens: list[int]
-
-
 class Pi05Engine:
     def __init__(
         self,
@@ -102,6 +101,8 @@ class Pi05Engine:
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported: float32 or bfloat16")
+        if resolve_device(device).type == "cuda":  # before anything compiles: see compile_cache_dirs
+            compile_cache_dirs()
         if state_in_prompt is not None:  # e.g. a LeRobot checkpoint fine-tuned with openpi's state-free prompt
             info = replace(info, state_in_prompt=bool(state_in_prompt))
         self.info = info
@@ -109,11 +110,12 @@ class Pi05Engine:
         self.dtype = DTYPES[dtype]
         self.num_steps = int(num_steps or info.num_steps)
         self.camera_map = resolve_camera_map(camera_map, info.camera_keys)
-        self.key_to_view = {k: v for v, k in self.camera_map.items()}
         self.normalizer = Normalizer(info.norm)
         self.tokenizer = tokenizer_obj or PromptTokenizer(
             find_tokenizer(tokenizer, info.tokenizer_name, info.path), info.max_token_len
         )
+        # the pre-processing alone (no model): picklable, so a batched server's simulator workers run it
+        self.preparer = Preparer(info, self.camera_map, self.normalizer, self.tokenizer)
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if pad_multiple < 1 or max_graphs < 2:
             raise ValueError(f"pad_multiple {pad_multiple} must be >= 1 and max_graphs {max_graphs} >= 2 (a prefix and "
@@ -209,30 +211,7 @@ class Pi05Engine:
             torch.cuda.synchronize(self.device)
 
     def prepare(self, obs: dict[str, Any]) -> Prepared:
-        images = obs.get("images", {})
-        size = self.info.sizes.vision.image_size
-        u8, tensors = {}, []
-        for key in self.info.camera_keys:
-            view = self.key_to_view.get(key)
-            if view is None or view not in images:
-                continue  # absent camera: masked in the reference, so simply not part of the prefix
-            x01 = resize_with_pad(np.asarray(images[view]), size)
-            u8[view] = to_uint8(x01)
-            tensors.append(x01 * 2.0 - 1.0)
-        if not tensors:
-            raise ValueError(
-                f"no camera of the checkpoint ({list(self.info.camera_keys)}) is in the observation "
-                f"(views {sorted(images)}; camera_map {self.camera_map})"
-            )
-        stacked = torch.stack(tensors)
-        instruction = str(obs.get("instruction", ""))
-        if self.info.state_in_prompt:
-            state = np.asarray(obs["state"], dtype=np.float32)
-            normalized = self.normalizer.normalize_state(state)
-            tokens = self.tokenizer.encode(instruction, state_prompt(instruction, normalized))
-        else:
-            tokens = self.tokenizer.encode(instruction)
-        return Prepared(u8, stacked, tokens)
+        return self.preparer(obs)
 
     def encode_prefix(self, obs: dict[str, Any] | Prepared) -> PrefixCache:
         prep = obs if isinstance(obs, Prepared) else self.prepare(obs)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from sim_eval.policies.pi05.config import CheckpointInfo
 
 OPENPI_TOKENIZER = "big_vision/paligemma_tokenizer.model"
 DEFAULT_HF_TOKENIZER = "google/paligemma-3b-pt-224"
@@ -188,3 +194,55 @@ class Normalizer:
         denom = q99 - q01
         denom = np.where(denom == 0, np.float32(self.eps), denom).astype(np.float32)
         return (x + np.float32(1.0)) * denom / np.float32(2.0) + q01
+
+
+# ----------------------------------------------------------------------------------------------------- observations
+@dataclass(frozen=True)
+class Prepared:
+    """One observation after pre-processing. ``images_u8``: view -> uint8 (S, S, 3) model-input image (S: the
+    checkpoint's input size, 224 for Pi0.5, 128 for the embedded model); empty where the pixel MAE was measured
+    elsewhere (a batched server's worker)."""
+
+    images_u8: dict[str, np.ndarray]
+    images: torch.Tensor  # (n_present, 3, S, S) float32 in [-1, 1], checkpoint camera order, on CPU
+    tokens: list[int]
+
+
+class Preparer:
+    """Observation -> ``Prepared``: the checkpoint's cameras resized with padding (``camera_map``: our view -> its
+    camera key), the prompt (with the normalized, discretized state where the checkpoint wants it) tokenized. It
+    holds no model: the engine runs it, and so do simulator workers of the batched server (it pickles)."""
+
+    def __init__(
+        self, info: CheckpointInfo, camera_map: dict[str, str], normalizer: Normalizer, tokenizer: PromptTokenizer
+    ):
+        self.camera_keys, self.size = tuple(info.camera_keys), info.sizes.vision.image_size
+        self.state_in_prompt = info.state_in_prompt
+        self.camera_map = dict(camera_map)
+        self.key_to_view = {k: v for v, k in camera_map.items()}
+        self.normalizer, self.tokenizer = normalizer, tokenizer
+
+    def __call__(self, obs: dict[str, Any]) -> Prepared:
+        import torch
+
+        images = obs.get("images", {})
+        u8, tensors = {}, []
+        for key in self.camera_keys:
+            view = self.key_to_view.get(key)
+            if view is None or view not in images:
+                continue  # absent camera: masked in the reference, so simply not part of the prefix
+            x01 = resize_with_pad(np.asarray(images[view]), self.size)
+            u8[view] = to_uint8(x01)
+            tensors.append(x01 * 2.0 - 1.0)
+        if not tensors:
+            raise ValueError(
+                f"no camera of the checkpoint ({list(self.camera_keys)}) is in the observation "
+                f"(views {sorted(images)}; camera_map {self.camera_map})"
+            )
+        instruction = str(obs.get("instruction", ""))
+        if self.state_in_prompt:
+            normalized = self.normalizer.normalize_state(np.asarray(obs["state"], dtype=np.float32))
+            tokens = self.tokenizer.encode(instruction, state_prompt(instruction, normalized))
+        else:
+            tokens = self.tokenizer.encode(instruction)
+        return Prepared(u8, torch.stack(tensors), tokens)

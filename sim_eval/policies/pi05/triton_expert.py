@@ -16,6 +16,11 @@ single-CTA attention, and each norm, RoPE and gate was its own kernel. Here:
   ``n_valid``, so a padded prefix costs nothing extra.
 
 Those kernels, chained by programmatic dependent launch (PDL), are the default schedule (``schedule="kernels"``).
+It also runs a batch of slots (the batched policy server): the weights are shared, so the slots' action tokens are
+one operand of each GEMM (tiled over rows by the grid's third axis, each row's RoPE position taken from its slot's
+``n_valid``: ``SLOT_ROWS``); the norms are row-wise with modulations that depend on the time step alone; attention
+and its merge take the slot as the grid's third axis, each slot reading its own prefix and masking its own padding.
+Batch 1 is the one-slot case (its GEMMs compile as before: one row tile, no slot positions).
 Under PDL a kernel starts while the one before still runs and reads, before it waits, what no kernel writes: at chunk
 10 the first ``GemmConfig.preload_k`` columns of each program's weight slice (all of it for o and down) and each
 attention split's first prefix K/V block go into registers (``AttnConfig.preload``), the rest of the weights into L2.
@@ -133,7 +138,7 @@ def _gemm_tile(
     v_ptr,  # QKV: (M, HD) this chunk's values
     cos_ptr,  # QKV: (positions, HALF) RoPE table in the model dtype
     sin_ptr,
-    pos0_ptr,  # QKV: (1,) int, position of the first action token (= valid prefix length)
+    pos0_ptr,  # QKV: (1,) int, position of the first action token (= valid prefix length); per slot when SLOT_ROWS
     M,
     pid_n,
     pid_k,
@@ -151,9 +156,11 @@ def _gemm_tile(
     wa0=None,  # PRE_K > 0: ``_gemm_preload``'s first PRE_K weight columns of the tile (rows, pair rows)
     wb0=None,
     PRE_K: tl.constexpr = 0,
+    m0=0,  # first row of the tile (M tiles: rows of a batch of slots)
+    SLOT_ROWS: tl.constexpr = 0,  # > 0: rows are slots of SLOT_ROWS tokens each, slot s at position pos0_ptr[s]
 ):
-    """One (BLOCK_N columns, one K split) tile of ``x @ w.T`` with the mode's epilogue."""
-    rm = tl.arange(0, BLOCK_M)
+    """One (BLOCK_M rows from ``m0``, BLOCK_N columns, one K split) tile of ``x @ w.T`` with the mode's epilogue."""
+    rm = m0 + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < M
@@ -191,7 +198,10 @@ def _gemm_tile(
         b = acc_b.to(dt).to(tl.float32)  # second half
         blk = rn // HALF
         d = rn % HALF
-        pos = tl.load(pos0_ptr) + rm
+        if SLOT_ROWS > 0:  # a batch of slots: each token's position is its slot's first plus its index in the slot
+            pos = tl.load(pos0_ptr + rm // SLOT_ROWS, mask=m_ok, other=0) + rm % SLOT_ROWS
+        else:
+            pos = tl.load(pos0_ptr) + rm
         c = tl.load(cos_ptr + pos[:, None] * HALF + d[None, :], mask=m_ok[:, None], other=0.0).to(tl.float32)
         s = tl.load(sin_ptr + pos[:, None] * HALF + d[None, :], mask=m_ok[:, None], other=0.0).to(tl.float32)
         # x * cos + rotate_half(x) * sin, each product rounded as the reference does
@@ -218,11 +228,15 @@ def _gemm_kernel(
     x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M,
     K: tl.constexpr, N_OUT: tl.constexpr, MODE: tl.constexpr, HALF: tl.constexpr, NH: tl.constexpr,
     HD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    PRE_K: tl.constexpr, USE_PDL: tl.constexpr,
+    PRE_K: tl.constexpr, USE_PDL: tl.constexpr, SLOT_ROWS: tl.constexpr,
 ):  # fmt: skip
-    """One GEMM (``_gemm_tile``) per launch; arguments as there."""
+    """One GEMM (``_gemm_tile``) per launch; arguments as there. A batch of slots (``SLOT_ROWS`` > 0) may have more
+    rows than one tile: the grid's third axis runs over BLOCK_M-row tiles."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
+    m0 = 0
+    if SLOT_ROWS > 0:
+        m0 = tl.program_id(2) * BLOCK_M
     # weights never depend on the kernel before: the first PRE_K columns into registers, the rest into L2, while
     # that kernel finishes
     wa0, wb0 = None, None
@@ -233,7 +247,7 @@ def _gemm_kernel(
         _pdl_enter()
     _gemm_tile(
         x_ptr, w_ptr, out_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos0_ptr, M, pid_n, pid_k,
-        K, N_OUT, MODE, HALF, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, None, wa0, wb0, PRE_K,
+        K, N_OUT, MODE, HALF, NH, HD, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, None, wa0, wb0, PRE_K, m0, SLOT_ROWS,
     )  # fmt: skip
 
 
@@ -382,15 +396,26 @@ def _attn_tile(
 
 @triton.jit
 def _attn_kernel(
-    q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale,
+    q_ptr, kp_ptr, vp_ptr, ks_ptr, vs_ptr, n_valid_ptr, acc_ptr, m_ptr, l_ptr, R, P, M, scale, KV_STRIDE,
     CHUNK: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_KV: tl.constexpr, PRELOAD: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):  # fmt: skip
-    """Split-key attention (``_attn_tile``), grid (row blocks, key splits); arguments as there. The prefix K/V and
-    ``n_valid`` are fixed for the whole denoise call: with ``PRELOAD`` the split's first block is loaded into
-    registers before waiting for the kernel before."""
+    """Split-key attention (``_attn_tile``), grid (row blocks, key splits, slots); arguments as there, per slot: slot
+    b's query rows, chunk K/V, ``n_valid`` and split buffers follow slot b - 1's, its prefix K/V start ``KV_STRIDE``
+    elements after (batch 1: one slot). The prefix K/V and ``n_valid`` are fixed for the whole denoise call: with
+    ``PRELOAD`` the split's first block is loaded into registers before waiting for the kernel before."""
     pid_s = tl.program_id(1)
-    n_valid = tl.load(n_valid_ptr)
+    b = tl.program_id(2)
+    splits = tl.num_programs(1)
+    q_ptr += b * R * HD
+    kp_ptr += b * KV_STRIDE
+    vp_ptr += b * KV_STRIDE
+    ks_ptr += b * M * HD
+    vs_ptr += b * M * HD
+    acc_ptr += b * splits * R * HD
+    m_ptr += b * splits * R
+    l_ptr += b * splits * R
+    n_valid = tl.load(n_valid_ptr + b)
     kp0, vp0 = None, None
     if PRELOAD:
         kp0, vp0 = _attn_prefix_block(kp_ptr, vp_ptr, pid_s * CHUNK, P, n_valid, HD, BLOCK_KV)
@@ -429,8 +454,14 @@ def _attn_combine_kernel(
     acc_ptr, m_ptr, l_ptr, out_ptr, R, N_SPLIT: tl.constexpr, HD: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr, USE_PDL: tl.constexpr,
 ):  # fmt: skip
+    """Grid (row blocks, dims blocks, slots); buffers per slot as in ``_attn_kernel``."""
+    b = tl.program_id(2)
     if USE_PDL:
         _pdl_enter()
+    acc_ptr += b * N_SPLIT * R * HD
+    m_ptr += b * N_SPLIT * R
+    l_ptr += b * N_SPLIT * R
+    out_ptr += b * R * HD
     _combine_tile(acc_ptr, m_ptr, l_ptr, out_ptr, R, tl.program_id(0), tl.program_id(1), N_SPLIT, HD, BLOCK_R,
                   BLOCK_D)  # fmt: skip
 
@@ -801,8 +832,9 @@ def _stack_expert_weights(model: Pi05Model) -> tuple[torch.Tensor, ...]:
 
 class TritonExpert:
     """``velocity(keys, values, key_mask, n_valid, x_t, mods)`` with ``Pi05Model.velocity``'s signature and result,
-    for batch 1. Valid prefix slots must come first (as ``PrefixCache`` guarantees): the key mask is implied by
-    ``n_valid`` and not read."""
+    for batch 1 and (``schedule="kernels"``) for a batch of slots with prefixes of their own (the batched server's
+    denoise, ``batched.py``). Valid prefix slots must come first (as ``PrefixCache`` guarantees): the key mask is
+    implied by ``n_valid`` and not read."""
 
     def __init__(
         self,
@@ -814,6 +846,7 @@ class TritonExpert:
         attn_config: AttnConfig | None = None,
         schedule: str | None = None,
         step_launch: StepLaunch | None = None,
+        max_block_m: int = 64,
     ):
         reason = unsupported_reason(model)
         if reason is not None:
@@ -840,6 +873,11 @@ class TritonExpert:
         self.max_positions = max_positions
         self.configs = configs
         self.attn_config = attn_config
+        # a batch's GEMM rows per program (more rows: fewer re-reads of each weight tile, more registers and shared
+        # memory per program); a power of two >= 16
+        if max_block_m < 16 or max_block_m & (max_block_m - 1):
+            raise ValueError(f"max_block_m {max_block_m} must be a power of two >= 16")
+        self.max_block_m = max_block_m
         schedule = schedule or "kernels"
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule {schedule!r} not supported: {', '.join(SCHEDULES)}")
@@ -866,7 +904,9 @@ class TritonExpert:
             self._stacked[key] = (list(mods), torch.stack([m.reshape(-1) for m in mods]).contiguous())
         return self._stacked[key][1]
 
-    def _gemm(self, x, w, cfg: GemmConfig, mode: int, rows: int, out=None, qkv=None, cos_pos=None):
+    def _gemm(self, x, w, cfg: GemmConfig, mode: int, rows: int, out=None, qkv=None, cos_pos=None, slot_rows=0):
+        """``rows`` rows of ``x`` through ``w``; ``slot_rows`` > 0: they are slots of that many tokens (RoPE positions
+        per slot), tiled by at most ``self.max_block_m`` rows."""
         n_w, k = w.shape
         n_cols, half = _gemm_cols(mode, n_w, self.head_dim)
         block_n, block_k, split_k = _tiles(cfg, mode, w.shape, self.head_dim)
@@ -874,12 +914,13 @@ class TritonExpert:
             out = torch.empty(split_k, rows, n_w, device=x.device, dtype=torch.float32)
         q, ks, vs = qkv if qkv is not None else (x, x, x)
         cos, sin, pos0 = cos_pos if cos_pos is not None else (x, x, x)
-        _gemm_kernel[(n_cols // block_n, split_k)](
+        block_m = _pow2_at_least(rows) if not slot_rows else min(_pow2_at_least(rows), self.max_block_m)
+        _gemm_kernel[(n_cols // block_n, split_k, triton.cdiv(rows, block_m))](
             x, w, out, q, ks, vs, cos, sin, pos0, rows,
             K=k, N_OUT=n_cols if mode == MODE_GELU else n_w,
             MODE=mode, HALF=half, NH=self.heads, HD=self.head_dim,
-            BLOCK_M=_pow2_at_least(rows), BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
-            PRE_K=_preload_k(cfg, k // split_k, block_k),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
+            PRE_K=_preload_k(cfg, k // split_k, block_k), SLOT_ROWS=slot_rows,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **self._pdl,
         )  # fmt: skip
         return out
@@ -892,34 +933,38 @@ class TritonExpert:
             HAS_RES=part is not None, BLOCK_D=triton.next_power_of_2(d), num_warps=4, **self._pdl,
         )  # fmt: skip
 
-    def _key_splits(self, keys: int, r: int, cfg: AttnConfig, dev) -> tuple[int, int, tuple[torch.Tensor, ...]]:
+    def _key_splits(
+        self, keys: int, r: int, cfg: AttnConfig, dev, slots: int = 1
+    ) -> tuple[int, int, tuple[torch.Tensor, ...]]:
         """Keys per split (whole ``cfg.block_kv`` blocks, at most ``cfg.max_split`` splits; one split where programs
         run one after another), the number of splits, and their fp32 (outputs, running max, denominators) for ``r``
-        query rows."""
+        query rows of each of ``slots`` slots."""
         kv_blocks = triton.cdiv(keys, cfg.block_kv)
         chunk = triton.cdiv(kv_blocks, min(kv_blocks, cfg.max_split if self.sm_count > 1 else 1)) * cfg.block_kv
         n_split = triton.cdiv(keys, chunk)
         buffers = (
-            torch.empty(n_split, r, self.head_dim, device=dev, dtype=torch.float32),
-            torch.empty(n_split, r, device=dev, dtype=torch.float32),
-            torch.empty(n_split, r, device=dev, dtype=torch.float32),
+            torch.empty(slots, n_split, r, self.head_dim, device=dev, dtype=torch.float32),
+            torch.empty(slots, n_split, r, device=dev, dtype=torch.float32),
+            torch.empty(slots, n_split, r, device=dev, dtype=torch.float32),
         )
         return chunk, n_split, buffers
 
     def _attention(self, q, kp, vp, ks, vs, n_valid, out, cfg: AttnConfig | None = None):
-        cfg = cfg or self.attn_config or default_attn_config(ks.shape[0])
-        r, hd = q.shape[0], self.head_dim
-        p, rows = kp.shape[0], ks.shape[0]
+        """Per slot b: ``q[b]`` (R, HD) against ``kp[b]`` / ``vp[b]`` (P, HD) and ``ks[b]`` / ``vs[b]`` (rows, HD),
+        prefix positions from ``n_valid[b]`` on masked, into ``out[b]``."""
+        slots, r, hd = q.shape[0], q.shape[1], self.head_dim
+        p, rows = kp.shape[1], ks.shape[1]
+        cfg = cfg or self.attn_config or default_attn_config(rows)
         block_r, block_kv = cfg.block_r, cfg.block_kv
         row_blocks = triton.cdiv(r, block_r)
-        chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, r, cfg, q.device)
-        _attn_kernel[(row_blocks, n_split)](
-            q, kp, vp, ks, vs, n_valid, acc, m, l_sum, r, p, rows, hd**-0.5,
+        chunk, n_split, (acc, m, l_sum) = self._key_splits(p + rows, r, cfg, q.device, slots)
+        _attn_kernel[(row_blocks, n_split, slots)](
+            q, kp, vp, ks, vs, n_valid, acc, m, l_sum, r, p, rows, hd**-0.5, kp.stride(0),
             CHUNK=chunk, HD=hd, BLOCK_R=block_r, BLOCK_KV=block_kv, PRELOAD=cfg.preload,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **self._pdl,
         )  # fmt: skip
         block_d = min(cfg.combine_dims, hd)
-        _attn_combine_kernel[(triton.cdiv(r, cfg.combine_rows), hd // block_d)](
+        _attn_combine_kernel[(triton.cdiv(r, cfg.combine_rows), hd // block_d, slots)](
             acc, m, l_sum, out, r, N_SPLIT=n_split, HD=hd, BLOCK_R=cfg.combine_rows, BLOCK_D=block_d,
             num_warps=4, **self._pdl,
         )  # fmt: skip
@@ -971,39 +1016,46 @@ class TritonExpert:
                 )
 
     def velocity(self, keys, values, key_mask, n_valid, x_t, mods) -> torch.Tensor:
+        """Batch 1, or (``schedule="kernels"``) a batch of B slots, each with its own prefix: ``keys`` / ``values``
+        (layers, B, 1, P, head_dim) padded to the longest, ``n_valid`` (B,) or (B, 1) (an int or one value: every
+        slot). The weights are shared, so the B * chunk action tokens go through each GEMM as one operand; attention
+        and RoPE positions are per slot."""
         del key_mask  # implied by n_valid (valid prefix slots first)
         b, rows, _ = x_t.shape
-        if b != 1:
-            raise ValueError(f"TritonExpert runs batch 1, got {b}")
+        if b != 1 and self.schedule != "kernels":
+            raise ValueError(f"TritonExpert schedule {self.schedule!r} runs batch 1, got {b}")
         model, dev, dtype = self.model, x_t.device, self.model.dtype
-        d, hd, nh = self.width, self.head_dim, self.heads
-        cfg = self.configs or default_configs(rows)
-        if not torch.is_tensor(n_valid):
-            n_valid = torch.tensor([int(n_valid)], device=dev)
-        n_valid = n_valid.reshape(1).to(device=dev, dtype=torch.int64)
+        d, hd, nh, m = self.width, self.head_dim, self.heads, b * rows
+        cfg = self.configs or default_configs(m)
+        n_valid = torch.as_tensor(n_valid, device=dev).to(torch.int64).reshape(-1).expand(b).contiguous()
+        if keys.shape[1] != b:
+            raise ValueError(f"TritonExpert: prefix of batch {keys.shape[1]} for {b} action chunks")
         keys = keys.contiguous()
         values = values.contiguous()
         p = keys.shape[3]
         if p + rows > self.max_positions:
             raise ValueError(f"prefix {p} + chunk {rows} exceeds the RoPE table ({self.max_positions} positions)")
         mod = self._mods(mods)
-        x = model.action_in_proj(x_t.to(dtype)).reshape(rows, d).contiguous()
+        x = model.action_in_proj(x_t.to(dtype)).reshape(m, d).contiguous()
         h = torch.empty_like(x)
-        q = torch.empty(rows, nh * hd, device=dev, dtype=dtype)
-        ks = torch.empty(rows, hd, device=dev, dtype=dtype)
+        q = torch.empty(m, nh * hd, device=dev, dtype=dtype)
+        ks = torch.empty(m, hd, device=dev, dtype=dtype)
         vs = torch.empty_like(ks)
         attn_out = torch.empty_like(q)
-        act = torch.empty(rows, self.mlp_dim, device=dev, dtype=dtype)
+        act = torch.empty(m, self.mlp_dim, device=dev, dtype=dtype)
         self._ada(x, h, mod[0])
         if self.schedule != "kernels":
             self._step(x, h, q, ks, vs, attn_out, act, keys, values, n_valid, mod)
             return model.action_out_proj(h.view(1, rows, d)).float()
+        slot_rows = rows if b > 1 else 0  # batch 1: one M tile, RoPE from the one n_valid (the tuned launch)
+        qkv_out, rope = (q, ks, vs), (self.cos, self.sin, n_valid)
         for i, (w_qkv, w_o, w_gate_up, w_down) in enumerate(self.weights):
-            self._gemm(h, w_qkv, cfg["qkv"], MODE_QKV, rows, qkv=(q, ks, vs), cos_pos=(self.cos, self.sin, n_valid))
-            self._attention(q.view(rows * nh, hd), keys[i, 0, 0], values[i, 0, 0], ks, vs, n_valid, attn_out)
-            part = self._gemm(attn_out, w_o, cfg["o"], MODE_PARTIAL, rows)
+            self._gemm(h, w_qkv, cfg["qkv"], MODE_QKV, m, qkv=qkv_out, cos_pos=rope, slot_rows=slot_rows)
+            self._attention(q.view(b, rows * nh, hd), keys[i, :, 0], values[i, :, 0], ks.view(b, rows, hd),
+                            vs.view(b, rows, hd), n_valid, attn_out)  # fmt: skip
+            part = self._gemm(attn_out, w_o, cfg["o"], MODE_PARTIAL, m, slot_rows=slot_rows)
             self._ada(x, h, mod[2 * i + 1], part=part, gate=mod[2 * i, 2 * d :])
-            self._gemm(h, w_gate_up, cfg["gate_up"], MODE_GELU, rows, out=act)
-            part = self._gemm(act, w_down, cfg["down"], MODE_PARTIAL, rows)
+            self._gemm(h, w_gate_up, cfg["gate_up"], MODE_GELU, m, out=act, slot_rows=slot_rows)
+            part = self._gemm(act, w_down, cfg["down"], MODE_PARTIAL, m, slot_rows=slot_rows)
             self._ada(x, h, mod[2 * i + 2], part=part, gate=mod[2 * i + 1, 2 * d :])
-        return model.action_out_proj(h.view(1, rows, d)).float()
+        return model.action_out_proj(h.view(b, rows, d)).float()
