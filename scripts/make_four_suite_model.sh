@@ -16,7 +16,7 @@
 # a suite from its outcomes.jsonl (only a killed training stage starts over). Nothing is carried back but the
 # checkpoint and small files: demos (GBs of frames) never leave the node, so the whole pipeline has to fit one lease.
 #
-# Env: BUNDLE (the offline LIBERO bundle dir, scripts/bundle_libero.py; unpacked once into SITE, default
+# Env: FIRST_SEED (the first placement seed, 100000), BUNDLE (the offline LIBERO bundle dir, scripts/bundle_libero.py; unpacked once into SITE, default
 # /tmp/sim_eval_site), WORKERS (recording and evaluation processes, default: all cores), PYTHON (python3),
 # P_SPATIAL / P_OBJECT / P_GOAL / P_10 (placements per task), TRAIN_S (training budget, s), STEPS (schedule cap),
 # HELDOUT (held-out episodes per task and checkpoint, from init state 40). For a quick check of the plumbing only:
@@ -44,6 +44,9 @@
 # More demos per task: the same device-minutes on nvidia-h100-x4 / -x8 (64 / 128 cores) record 4-8 times as many
 # (the recorder is CPU-bound and its workers spread over the GPUs' EGL devices), e.g. P_*=100 in ~10 min on x4;
 # training still uses one GPU. Frames: ~1,050 demos x ~60 frames x 2 views x 48 KiB ~ 6 GiB uint8 on the GPU.
+# Across sessions: demos never leave a node, so a later session records new placements (FIRST_SEED past the last
+# session's seeds, e.g. 100100) and continues from the collected checkpoint (its weights re-joined, carried as DIR): `start OUT init_from=DIR optim.lr=2e-4
+# optim.warmup=100` (weights, tokenizer and normalizer kept; a fresh optimizer; training.json names the start).
 # The checkpoint: <= 25 MB bf16 (issue 28) is more than one 16 MiB file back, so `collect` splits model.safetensors
 # into parts and writes their sha256; here: cat model.safetensors.part-* > model.safetensors && sha256sum -c.
 set -euo pipefail
@@ -123,7 +126,8 @@ pipeline() {
   for s in "${SUITES[@]}"; do
     # the recorder's held-out check stays on: no start layout within its tolerance of an evaluation init state
     stage "record_$s" "$py" -m sim_eval.record policy=scripted suite="$s" record.placements="${PLACEMENTS[$s]}" \
-      record.frame_stride=3 record.num_workers="$workers" out="$out/demos/$s" ${TASKS:+"eval.tasks=$TASKS"}
+      record.frame_stride=3 record.num_workers="$workers" record.first_seed="${FIRST_SEED:-100000}" out="$out/demos/$s" \
+      ${TASKS:+"eval.tasks=$TASKS"}
   done
   stage export "$py" -m sim_eval.export "${SUITES[@]/#/$out/demos/}" --out "$out/data" --codec raw
   local steps=${STEPS:-20000}
