@@ -45,8 +45,9 @@
 # (the recorder is CPU-bound and its workers spread over the GPUs' EGL devices), e.g. P_*=100 in ~10 min on x4;
 # training still uses one GPU. Frames: ~1,050 demos x ~60 frames x 2 views x 48 KiB ~ 6 GiB uint8 on the GPU.
 # Across sessions: demos never leave a node, so a later session records new placements (FIRST_SEED past the last
-# session's seeds, e.g. 100100) and continues from the collected checkpoint (its weights re-joined, carried as DIR): `start OUT init_from=DIR optim.lr=2e-4
-# optim.warmup=100` (weights, tokenizer and normalizer kept; a fresh optimizer; training.json names the start).
+# session's seeds, e.g. 100100) and continues from the collected checkpoint (weights re-joined, carried as DIR):
+# `start OUT init_from=DIR optim.lr=2e-4 optim.warmup=100` (weights, tokenizer and normalizer kept; a fresh optimizer;
+# the new training.json names the start).
 # The checkpoint: <= 25 MB bf16 (issue 28) is more than one 16 MiB file back, so `collect` splits model.safetensors
 # into parts and writes their sha256; here: cat model.safetensors.part-* > model.safetensors && sha256sum -c.
 set -euo pipefail
