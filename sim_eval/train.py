@@ -41,7 +41,10 @@ def main(cfg: DictConfig) -> dict:
     from sim_eval.training.train import train
 
     out = Path(run.out) if run.out else Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(run, out)
+    try:
+        metrics = train(run, out)
+    except ConfigError as err:  # a warm start that does not fit (init_from): its path, tokenizer or sizes
+        _fail(err)
     print(
         f"trained {metrics['steps']} steps ({metrics['params'] / 1e6:.2f} M parameters) in {metrics['train_s']} s; "
         f"loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}; checkpoints in {out / 'checkpoints'}"

@@ -113,6 +113,7 @@ def test_train_cli_rejects_bad_input_in_one_line(tmp_path):
         ([f"data={tmp_path}"], "not a training set"),
         ([f"data={DATA}", "model.vision.patch_size=15"], "must be a multiple of patch_size=15"),
         ([f"data={DATA}", "model.expert.depth=3"], "model.vlm.depth and model.expert.depth must be equal"),
+        ([f"data={DATA}", f"init_from={tmp_path}"], "not a checkpoint written by sim_eval.train"),
     ):
         result = run_cli(args, cwd=tmp_path, module="sim_eval.train", timeout=120)
         assert result.returncode == 2, result.stderr

@@ -120,6 +120,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     """Train and write everything to ``out``; returns a metrics dict (losses, checkpoints, timings)."""
     from tqdm import tqdm
 
+    # a bad start refuses before anything is read or written
+    warm = WarmStart.open(cfg.init_from) if cfg.init_from else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -129,7 +131,6 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict[str,
     if data.meta["image_size"] != cfg.model.vision.image_size:
         raise ValueError(f"training set images are {data.meta['image_size']} px, "
                          f"model.vision.image_size is {cfg.model.vision.image_size}")  # fmt: skip
-    warm = WarmStart.open(cfg.init_from) if cfg.init_from else None
     if warm is None:
         tok_path = train_tokenizer(list(instructions.values()), out / "tokenizer.model")
     else:
