@@ -16,9 +16,9 @@
 # a suite from its outcomes.jsonl (only a killed training stage starts over). Nothing is carried back but the
 # checkpoint and small files: demos (GBs of frames) never leave the node, so the whole pipeline has to fit one lease.
 #
-# Env: FIRST_SEED (the first placement seed, 100000), BUNDLE (the offline LIBERO bundle dir,
-# scripts/bundle_libero.py; unpacked once into SITE, default
-# /tmp/sim_eval_site), WORKERS (recording and evaluation processes, default: all cores), PYTHON (python3),
+# Env: FIRST_SEED (the first placement seed; the recorder's record.first_seed where unset), BUNDLE (the offline
+# LIBERO bundle dir, scripts/bundle_libero.py; unpacked once into SITE, default /tmp/sim_eval_site), WORKERS
+# (recording and evaluation processes, default: all cores), PYTHON (python3),
 # P_SPATIAL / P_OBJECT / P_GOAL / P_10 (placements per task), TRAIN_S (training budget, s), STEPS (schedule cap),
 # HELDOUT (held-out episodes per task and checkpoint, from init state 40). For a quick check of the plumbing only:
 # TASKS (e.g. [0]: those task ids of every suite) and HELDOUT_MAX_STEPS (cut held-out episodes short).
@@ -128,7 +128,7 @@ pipeline() {
   for s in "${SUITES[@]}"; do
     # the recorder's held-out check stays on: no start layout within its tolerance of an evaluation init state
     stage "record_$s" "$py" -m sim_eval.record policy=scripted suite="$s" record.placements="${PLACEMENTS[$s]}" \
-      record.frame_stride=3 record.num_workers="$workers" record.first_seed="${FIRST_SEED:-100000}" \
+      record.frame_stride=3 record.num_workers="$workers" ${FIRST_SEED:+"record.first_seed=$FIRST_SEED"} \
       out="$out/demos/$s" ${TASKS:+"eval.tasks=$TASKS"}
   done
   stage export "$py" -m sim_eval.export "${SUITES[@]/#/$out/demos/}" --out "$out/data" --codec raw
