@@ -2,9 +2,9 @@
 in the engine, the protocol's image / state pipeline or the shipped checkpoint shows up in CI.
 
 The episode: task 5 ("pick up the tomato sauce and place it in the basket"), init state 40, from the held-out selection
-set (not one of the states 0-19 the reported success rate is measured on). The shipped checkpoint solved it in 123 of
-the 280 allowed steps, the fastest of its selection episodes (a short test, and far from the step limit), and so did
-the other candidate (133 steps). Its flow-matching noise is fixed by the episode key and the simulator is
+set (not one of the states 0-19 the reported success rate is measured on). The shipped checkpoint solved it in 121 of
+the 280 allowed steps (its fastest selection episode took 118), far from the step limit, and so did the other
+candidate (121 steps). Its flow-matching noise is fixed by the episode key and the simulator is
 deterministic, so on a given machine the rollout is the same every run: a failure here is a changed model, engine or
 pipeline, not chance."""
 
