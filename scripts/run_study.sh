@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The paired cache study (docs/study_libero_object): every arm of sim_eval/conf/arm/ on the same episodes, then the adaptive
+# The paired cache study (docs/study_libero_object): every arm of sim_eval/conf/arm/ on the same episodes (replay2, the
+# zero-compute baseline, right after cache2: the two spend the same number of full inferences), then the adaptive
 # threshold calibrated from the full arm's lag MAE, then adaptive3 at that threshold. Each arm resumes where its
 # records stop, so the script can be rerun until done. STUDY_DEADLINE_S: start no arm after that many seconds;
 # STUDY_ARMS: the arms to run (default all); STUDY_FULL_DIR: the full arm's run dir to calibrate from (default OUT/full).
@@ -11,7 +12,7 @@ common=(policy.shadow=true eval.episodes_per_task=20 "$@")
 deadline=${STUDY_DEADLINE_S:-0}
 start=$SECONDS
 late() { ((deadline > 0 && SECONDS - start > deadline)); }
-for arm in ${STUDY_ARMS:-full control cache2 cache3 cache4 adaptive3}; do
+for arm in ${STUDY_ARMS:-full control cache2 replay2 cache3 cache4 adaptive3}; do
   if late; then echo "run_study: deadline reached before arm $arm" >&2; exit 0; fi
   python3 -m sim_eval arm="$arm" "${common[@]}" hydra.run.dir="$out/$arm"
 done
