@@ -10,6 +10,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,8 +40,13 @@ def _fail_to_start(err: Exception | str, run_dir: Path) -> None:
     _fail(err)
 
 
-def _interrupted(run_dir: Path) -> None:
-    """Ctrl-C: the episode in flight is not recorded (neither a failure nor a crash); the rest resumes."""
+def _interrupted(run_dir: Path) -> NoReturn:
+    """Ctrl-C: the episode in flight is not recorded (neither a failure nor a crash); the rest resumes.
+
+    After the one line the ``KeyboardInterrupt`` goes on, without its traceback: Python then cleans up and ends the
+    process by SIGINT, as an interrupted Unix program should, so a calling shell loop stops too (the shell shows 130).
+    ``sys.exit(130)`` would not be a fixed answer: CPython still ends by SIGINT when an extension's import was
+    interrupted before."""
     from sim_eval.records.episodes import EPISODES_FILE, read_records
 
     done = len(read_records(run_dir / EPISODES_FILE))
@@ -48,8 +54,11 @@ def _interrupted(run_dir: Path) -> None:
         f"sim_eval: interrupted: {done} episodes recorded in {run_dir}; run the same command with "
         f"hydra.run.dir={run_dir} to resume",
         file=sys.stderr,
+        flush=True,
     )
-    sys.exit(130)
+    default_hook = sys.excepthook
+    sys.excepthook = lambda kind, value, tb: None if kind is KeyboardInterrupt else default_hook(kind, value, tb)
+    raise KeyboardInterrupt from None
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sim_eval.demos.files import MANIFEST, DemoWriter, demo_filename
+from sim_eval.envs.interrupts import reraise_if_interrupt
 from sim_eval.envs.layouts import DEFAULT_TOLERANCE_M
 from sim_eval.envs.libero_env import EnvPerTask, EveryNthFrame
 from sim_eval.records.episodes import episode_key
@@ -128,6 +129,7 @@ class _Worker:
                 observer=observe,
             )
         except Exception as err:  # a simulator that cannot start: this episode's error
+            reraise_if_interrupt(err)
             return _error_outcome(job, task_id, seed, f"{type(err).__name__}: {err}", traceback.format_exc())
         error = record["error"]
         if error is not None and error["type"] == HeldOutViolation.__name__:

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim_eval.envs.benchmarks import task_instruction
+from sim_eval.envs.interrupts import interrupts_deferred
 from sim_eval.envs.protocol import libero_state, resize_with_pad, upright
 from sim_eval.envs.simulator import colorspace_processor
 from sim_eval.policies.base import ACTION_DIM, STATE_DIM, VIEWS
@@ -334,7 +335,8 @@ class EnvPerTask:
     def __call__(self, task_id: int) -> LiberoEnv:
         if self._task != task_id:
             self.close()
-            self._env = LiberoEnv(self.suite, task_id, **self.env_kwargs)
+            with interrupts_deferred():  # a Ctrl-C inside an extension's import would not stay a Ctrl-C
+                self._env = LiberoEnv(self.suite, task_id, **self.env_kwargs)
             self._task = task_id
         return self._env
 

@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sim_eval.envs.interrupts import interrupts_deferred
+
 EGL_CUDA_DEVICE_NV = 0x323A  # EGL_NV_device_cuda: the CUDA device ordinal of an EGL device
 
 
@@ -140,7 +142,8 @@ def cpu_info() -> dict[str, str | None]:
     except OSError:
         pass
     try:
-        import torch
+        with interrupts_deferred():  # torch's import aborts the process if a Ctrl-C lands in it
+            import torch
 
         capability = torch.backends.cpu.get_cpu_capability()
     except (ImportError, AttributeError):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sim_eval.envs.interrupts import reraise_if_interrupt
 from sim_eval.policies.base import TaskContext, check_infer_result
 from sim_eval.policies.cache import pixel_mae
 from sim_eval.records.episodes import episode_key, utc_now
@@ -176,6 +177,7 @@ def run_episode(
         record["success"] = success
         record["time_s"] = _time_split(env, policy_s, time.perf_counter() - control_started)
     except Exception as err:  # a crashed episode is recorded as an error, never as a failure
+        reraise_if_interrupt(err)
         record["error"] = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
     finally:
         if render_policy_frames_only:

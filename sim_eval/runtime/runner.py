@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim_eval.config import RunConfig
+from sim_eval.envs.interrupts import reraise_if_interrupt
 from sim_eval.envs.libero_env import EnvPerTask
 from sim_eval.records.episodes import episode_key, utc_now
 from sim_eval.records.manifest import identity, run_info
@@ -124,6 +125,7 @@ class EpisodeRunner:
         try:
             env = self.envs(task_id)
         except Exception as err:  # a simulator that cannot start is this episode's error, not a task failure
+            reraise_if_interrupt(err)
             error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
             return crash_record(self.run, task_id, episode_index, error, self.meta)
         if "renderer" not in self.meta["device"]:  # one GL implementation per process: ask the first env
