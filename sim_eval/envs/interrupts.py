@@ -43,10 +43,8 @@ def interrupts_deferred() -> Iterator[None]:
     """Inside, a SIGINT is noted instead of raised; on leaving (normally or by an exception) it is raised as
     ``KeyboardInterrupt``. Only where Python's own Ctrl-C handler is installed, in the main thread: a spawned worker
     ignores SIGINT (its parent stops it) and other handlers are the caller's business."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
     pending: list[int] = []
