@@ -1,5 +1,6 @@
 """Compute per control step and the opening answer's verdict on the zero-compute arm, both ways; a report over
-synthetic records with ``replay2`` says it in its Answer and plots the compute frontier."""
+synthetic records with ``replay2`` says it in its Answer and plots the compute frontier; runs measured at unequal
+machine speed are compared at one speed, and the report says so."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import json
 
 import pytest
 
-from sim_eval.analysis.compute import Arm, compute_per_step_ms, mean_compute_per_step_ms, zero_compute_sentence
+from sim_eval.analysis.compute import (
+    Arm,
+    at_common_speed,
+    compute_per_step_ms,
+    mean_compute_per_step_ms,
+    speed_spread,
+    zero_compute_sentence,
+)
 from sim_eval.analysis.render import build_report
+from sim_eval.analysis.stats import typical_compute_per_step_ms
 from sim_eval.analysis.synthetic import make_sweep
+from sim_eval.records.episodes import EPISODES_FILE
 
 
 def _record(ms: list[float], steps: int, error: bool = False) -> dict:
@@ -70,3 +80,58 @@ def test_report_answers_against_the_zero_compute_arm_and_plots_compute(tmp_path)
     assert replay["compute_ms_per_step"] < data["groups"]["cache2"]["compute_ms_per_step"]
     assert replay["latency_p50_ms"] > 0  # the median inference of replay2 is a full one; replayed frames cost 0
     assert "## Published real-Pi0.5 numbers" in text and "## Mechanism" in text
+
+
+def _kinds_record(ms: list[tuple[str, float]], steps: int) -> dict:
+    return {
+        "steps": steps,
+        "error": None,
+        "inferences": [{"infer_ms": m, "used_full": kind == "full"} for kind, m in ms],
+    }
+
+
+def test_typical_compute_is_each_kinds_median_and_shrugs_off_a_burst_of_load():
+    calm = [_kinds_record([("full", 40.0), ("cached", 20.0)], 10) for _ in range(4)]
+    burst = [*calm[:3], _kinds_record([("full", 400.0), ("cached", 20.0)], 10)]
+    # 4 full frames at a median of 40 ms and 4 cached at 20 ms over 40 steps
+    assert typical_compute_per_step_ms(calm) == pytest.approx((4 * 40.0 + 4 * 20.0) / 40)
+    assert typical_compute_per_step_ms(burst) == pytest.approx(typical_compute_per_step_ms(calm))
+    assert mean_compute_per_step_ms(burst) > mean_compute_per_step_ms(calm) + 8  # the mean carries the burst
+    assert typical_compute_per_step_ms([_record([14.0], 5, error=True)]) is None
+
+
+def test_runs_of_one_speed_compare_as_measured_and_runs_of_unequal_speed_at_one_speed():
+    same = [Arm("full", "full", 0.97, 9.0, 200, 44.0, 8.9), Arm("cache2", "cache", 0.7, 6.6, 200, 43.0, 6.5)]
+    assert speed_spread([(a.label, a.full_p50_ms) for a in same]) is None and at_common_speed(same) is None
+    # replay2 ran while the machine was busy: twice the milliseconds for the same work
+    slow_zero = Arm("replay2", "replay", 0.90, 8.8, 200, full_p50_ms=88.0, typical_ms=8.8)
+    cheap = Arm("cache3", "cache", 0.93, 5.5, 200, full_p50_ms=44.0, typical_ms=5.5)
+    untimed = Arm("cache4", "cache", 0.5, 4.0, 200)
+    arms = [Arm("full", "full", 0.97, 9.0, 200, 44.0, 8.9), slow_zero, cheap, untimed]
+    assert zero_compute_sentence(arms).startswith("**A cached mode beats")  # as measured, a wrong verdict
+    scaled, note = at_common_speed(arms)
+    by_label = {a.label: a for a in scaled}
+    assert by_label["replay2"].compute_ms == pytest.approx(4.4) and by_label["cache3"].compute_ms == pytest.approx(5.5)
+    assert "cache4" not in by_label and "Left out, without full frames to scale by: `cache4`" in note
+    assert "44.0 ms in `full` but 88.0 ms in `replay2`" in note and "at `full`'s speed" in note
+    assert zero_compute_sentence(scaled).startswith("**No cached mode beats the zero-compute arm")
+
+
+def test_report_of_runs_at_unequal_speed_says_so_and_compares_compute_at_one_speed(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep", modes=("full", "cache2", "replay2"), tasks=3, episodes=4, errors=False)
+    path = sweep / "2" / EPISODES_FILE  # the replay2 job: every inference three times as slow
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["cache_mode"] for r in records} == {"replay2"}
+    for record in records:
+        for inference in record["inferences"]:
+            inference["infer_ms"] = inference["infer_ms"] * 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = build_report([sweep], tmp_path / "out").read_text()
+    answer = text.split("## Answer", 1)[1].split("## Headline", 1)[0]
+    assert "did not see one machine speed" in answer and "Compute here is at `full`'s speed" in answer
+    headline = text.split("## Headline", 1)[1].split("## ", 1)[0]
+    assert "**The millisecond columns mix machine speeds**" in headline
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "did not see one machine speed" in data["answer"]["compute_at_common_speed"]
+    plain = make_sweep(tmp_path / "plain", modes=("full", "replay2"), tasks=2, episodes=3)
+    assert "mix machine speeds" not in build_report([plain], tmp_path / "p").read_text()

@@ -4,18 +4,26 @@ Latency per inference hides what a mode saves: a ``replay<N>`` frame costs nothi
 frame a prefix and a denoise, and a mode that executes more actions per inference infers less often. The cost that
 compares them is the policy compute the robot pays per control step: the sum of ``infer_ms`` over an episode's
 inferences divided by its control steps, averaged over finished episodes. The report's compute frontier and its
-opening answer (does any cached mode beat the zero-compute arm at equal or lower compute?) read it from here."""
+opening answer (does any cached mode beat the zero-compute arm at equal or lower compute?) read it from here.
+
+Milliseconds compare only between runs that saw one machine speed. When the runs' full-frame medians are far apart
+(other work on the machine during some runs, or other machines) the answer compares compute at one speed instead
+(``at_common_speed``): each run's median latency per inference kind, scaled by a reference run's full-frame median
+over its own -- what the run would have cost at the reference's speed, to first order."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 Record = dict[str, Any]
 CACHED_KINDS = ("cache", "adaptive")  # modes that call the model on every inference, reusing a prefix
+# Full-frame medians further apart than this factor: the runs did not see one machine speed. Runs of one machine
+# without other work agree to a few percent (the committed study's unloaded arms: 43.1-43.8 ms).
+SPEED_SPREAD = 1.25
 
 
 def compute_per_step_ms(record: Record) -> float | None:
@@ -37,16 +45,52 @@ def mean_compute_per_step_ms(records: Iterable[Record]) -> float | None:
 @dataclass(frozen=True)
 class Arm:
     """One mode as the comparison sees it: its label, mode kind, success rate over ``n`` finished episodes and mean
-    compute per control step."""
+    compute per control step; for comparing runs of unequal speed, its full frames' median latency and its compute
+    per step from each inference kind's median (``stats.typical_compute_per_step_ms``)."""
 
     label: str
     kind: str
     success_rate: float
     compute_ms: float
     n: int
+    full_p50_ms: float | None = None
+    typical_ms: float | None = None
 
     def cell(self) -> str:
         return f"`{self.label}` {self.success_rate * 100:.1f}% at {self.compute_ms:.2f} ms/step"
+
+
+def speed_spread(speeds: Sequence[tuple[str, float | None]]) -> tuple[tuple[str, float], tuple[str, float]] | None:
+    """The fastest and slowest ``(label, full-frame median ms)`` when they lie more than ``SPEED_SPREAD`` apart;
+    ``None`` when the runs saw one machine speed or fewer than two runs have full frames."""
+    known = [(label, float(ms)) for label, ms in speeds if ms]
+    if len(known) < 2:
+        return None
+    fast, slow = min(known, key=lambda x: x[1]), max(known, key=lambda x: x[1])
+    return (fast, slow) if slow[1] > SPEED_SPREAD * fast[1] else None
+
+
+def at_common_speed(arms: Sequence[Arm]) -> tuple[list[Arm], str] | None:
+    """When the arms' full-frame medians lie more than ``SPEED_SPREAD`` apart: the arms with ``compute_ms`` at the
+    ``full`` arm's speed (the fastest arm's without one) and the sentence that says so; arms that cannot be scaled (no
+    full frame or no timed episode) are left out of the comparison. ``None`` when the arms saw one speed."""
+    spread = speed_spread([(a.label, a.full_p50_ms) for a in arms])
+    if spread is None:
+        return None
+    timed = [a for a in arms if a.full_p50_ms and a.typical_ms is not None]
+    ref = next((a for a in timed if a.kind == "full"), min(timed, key=lambda a: a.full_p50_ms or 0.0))
+    assert ref.full_p50_ms  # the spread found two arms with full frames
+    scaled = [replace(a, compute_ms=float(a.typical_ms) * ref.full_p50_ms / float(a.full_p50_ms)) for a in timed]
+    (fast, fast_ms), (slow, slow_ms) = spread
+    left_out = [f"`{a.label}`" for a in arms if a not in timed]
+    note = (
+        f"(Full frames took a median {fast_ms:.1f} ms in `{fast}` but {slow_ms:.1f} ms in `{slow}`: these runs did not "
+        "see one machine speed -- other work on the machine, or another machine -- so their milliseconds do not "
+        f"compare as they stand. Compute here is at `{ref.label}`'s speed: each run's median latency per inference "
+        f"kind times its inferences of that kind per control step, scaled by `{ref.label}`'s full-frame median over "
+        "its own." + (f" Left out, without full frames to scale by: {', '.join(left_out)}." if left_out else "") + ")"
+    )
+    return scaled, note
 
 
 def zero_compute_verdict(arms: Sequence[Arm]) -> tuple[bool, list[Arm], Arm] | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_eval.analysis.compute import mean_compute_per_step_ms
+from sim_eval.analysis.compute import compute_per_step_ms, mean_compute_per_step_ms
 from sim_eval.policies.cache_mode import DEFAULT_THRESHOLD, parse_arm
 from sim_eval.records.episodes import arm_mode, dedupe, record_seed
 
@@ -338,6 +338,19 @@ def latency_by_kind(records: Iterable[Record]) -> dict[str, dict[str, Any]]:
     return result
 
 
+def typical_compute_per_step_ms(records: Iterable[Record]) -> float | None:
+    """Policy compute per control step from each inference kind's median latency: the sum over kinds of count x
+    median ``infer_ms``, over the control steps of the finished, timed episodes. A burst of other work on the machine
+    moves the mean (``compute_per_step_ms``) but hardly the medians; the report compares runs of unequal speed with
+    it (``compute.at_common_speed``). ``None`` without a finished, timed episode."""
+    timed = [r for r in records if compute_per_step_ms(r) is not None]
+    steps = sum(int(r["steps"]) for r in timed)
+    if not steps:
+        return None
+    latency = latency_by_kind(timed)
+    return sum(latency[kind]["n"] * (latency[kind]["p50"] or 0.0) for kind in ALL_KINDS) / steps
+
+
 def refresh_stats(records: Iterable[Record]) -> dict[str, Any]:
     """How often the prefix was recomputed.
 
@@ -566,6 +579,7 @@ def headline(records: Sequence[Record], baseline: Sequence[Record] | None = None
         "refresh_fraction": refresh["refresh_fraction"],
         "control_rate_hz": control_rate_hz(records),
         "compute_ms_per_step": mean_compute_per_step_ms(records),
+        "compute_ms_per_step_typical": typical_compute_per_step_ms(records),
         "pixel_mae_p50": mae["p50"],
         "pixel_mae_p95": mae["p95"],
         "shadow_cos_min_median": shadow["cos_min_median"],

@@ -4,7 +4,7 @@ numbers of the sections below, for the model the records name."""
 
 from __future__ import annotations
 
-from sim_eval.analysis.compute import Arm, zero_compute_sentence
+from sim_eval.analysis.compute import Arm, at_common_speed, zero_compute_sentence
 from sim_eval.analysis.divergence import divergence_point
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
@@ -108,7 +108,17 @@ def arms(ctx: ReportContext) -> list[Arm]:
         if group.is_control or h["success_rate"] is None or h["compute_ms_per_step"] is None:
             continue
         kind = parse_mode(group.mode)[0]
-        out.append(Arm(ctx.label[id(group)], kind, h["success_rate"], h["compute_ms_per_step"], h["finished"]))
+        out.append(
+            Arm(
+                ctx.label[id(group)],
+                kind,
+                h["success_rate"],
+                h["compute_ms_per_step"],
+                h["finished"],
+                full_p50_ms=h["latency_full_p50_ms"],
+                typical_ms=h["compute_ms_per_step_typical"],
+            )
+        )
     return out
 
 
@@ -152,9 +162,14 @@ def render(ctx: ReportContext) -> None:
     for group in modes:
         ctx.add(f"- {_mode_sentence(ctx, group)}")
     ctx.add("")
-    zero = zero_compute_sentence(arms(ctx))
+    compared = arms(ctx)
+    common = at_common_speed(compared)
+    note = "(Compute = policy inference time per control step; see Headline.)"
+    if common:
+        compared, note = common
+    zero = zero_compute_sentence(compared)
     if zero:
-        ctx.add(zero + " (Compute = policy inference time per control step; see Headline.)", "")
+        ctx.add(f"{zero} {note}", "")
     ladder = sorted((g for g in modes if parse_mode(g.mode)[0] == "cache"), key=lambda g: parse_mode(g.mode)[1])
     if len(ladder) >= 2:
         steps = [ctx.baseline(ladder[0]), *ladder]
@@ -168,5 +183,6 @@ def render(ctx: ReportContext) -> None:
         "has_control": bool(ctx.controls),
         "shortened": cut,
         "zero_compute": zero,
+        "compute_at_common_speed": common[1] if common else None,
         "model": model,
     }

@@ -4,6 +4,7 @@ success-vs-latency frontier plot and, over several suites, success per suite."""
 from __future__ import annotations
 
 from sim_eval.analysis import plots
+from sim_eval.analysis.compute import speed_spread
 from sim_eval.analysis.lengths import length_summary
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
@@ -82,6 +83,16 @@ def render(ctx: ReportContext) -> None:
         ),
         "",
     )
+    spread = speed_spread([(ctx.label[id(g)], ctx.headlines[id(g)]["latency_full_p50_ms"]) for g in ctx.groups])
+    if spread:
+        (fast, fast_ms), (slow, slow_ms) = spread
+        ctx.add(
+            f"**The millisecond columns mix machine speeds**: full frames took a median {fast_ms:.1f} ms in "
+            f"`{fast}` but {slow_ms:.1f} ms in `{slow}` (other work on the machine during some runs, or another "
+            "machine), so latency and compute compare between these runs only as far as that allows; the Answer "
+            "compares compute at one speed.",
+            "",
+        )
     rows = [{"label": ctx.label[id(g)], "mode": g.mode, "control": g.is_control, **ctx.headlines[id(g)]}
             for g in ctx.groups]  # fmt: skip
     ctx.image(plots.frontier(rows, ctx.plot_dir / "frontier.png"), "success vs latency")
