@@ -133,5 +133,9 @@ def test_report_of_runs_at_unequal_speed_says_so_and_compares_compute_at_one_spe
     assert "**The millisecond columns mix machine speeds**" in headline
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "did not see one machine speed" in data["answer"]["compute_at_common_speed"]
+    common, groups = data["compute_ms_per_step_common"], data["groups"]  # the compute frontier's x at one speed
+    scale = groups["full"]["latency_full_p50_ms"] / groups["replay2"]["latency_full_p50_ms"]
+    assert common["replay2"] == pytest.approx(groups["replay2"]["compute_ms_per_step_typical"] * scale)
+    assert common["full"] == pytest.approx(groups["full"]["compute_ms_per_step_typical"])
     plain = make_sweep(tmp_path / "plain", modes=("full", "replay2"), tasks=2, episodes=3)
     assert "mix machine speeds" not in build_report([plain], tmp_path / "p").read_text()

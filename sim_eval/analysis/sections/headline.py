@@ -4,13 +4,13 @@ success-vs-latency frontier plot and, over several suites, success per suite."""
 from __future__ import annotations
 
 from sim_eval.analysis import plots
-from sim_eval.analysis.compute import speed_spread
+from sim_eval.analysis.compute import Arm, at_common_speed, speed_spread
 from sim_eval.analysis.lengths import length_summary
 from sim_eval.analysis.runs import Group
 from sim_eval.analysis.sections.context import ReportContext
 from sim_eval.analysis.sections.control import excess_cell
 from sim_eval.analysis.sections.fmt import num, pct, pvalue, rate_ci, table
-from sim_eval.analysis.stats import KINDS, success_by
+from sim_eval.analysis.stats import KINDS, parse_mode, success_by
 
 
 def render(ctx: ReportContext) -> None:
@@ -89,21 +89,26 @@ def render(ctx: ReportContext) -> None:
         ctx.add(
             f"**The millisecond columns mix machine speeds**: full frames took a median {fast_ms:.1f} ms in "
             f"`{fast}` but {slow_ms:.1f} ms in `{slow}` (other work on the machine during some runs, or another "
-            "machine), so latency and compute compare between these runs only as far as that allows; the Answer "
-            "compares compute at one speed.",
+            "machine), so latency and compute compare between these runs only as far as that allows; the Answer and "
+            "the compute plot compare compute at one speed.",
             "",
         )
     rows = [{"label": ctx.label[id(g)], "mode": g.mode, "control": g.is_control, **ctx.headlines[id(g)]}
             for g in ctx.groups]  # fmt: skip
     ctx.image(plots.frontier(rows, ctx.plot_dir / "frontier.png"), "success vs latency")
-    # the cost a robot pays per control step: zero-compute and cached frames at their real cost
+    # the cost a robot pays per control step: zero-compute and cached frames at their real cost; runs of unequal
+    # machine speed at the full run's speed, as the Answer compares them
+    x, xlabel = "compute_ms_per_step", "policy compute per control step, ms"
+    common = at_common_speed([_arm(row) for row in rows]) if spread else None
+    if common:
+        scaled = {a.label: a.compute_ms for a in common[0]}
+        rows = [{**row, "compute_ms_per_step_common": scaled.get(row["label"])} for row in rows]
+        x, xlabel = "compute_ms_per_step_common", "policy compute per control step at the full run's speed, ms"
+        ctx.json["compute_ms_per_step_common"] = scaled
     compute = plots.frontier(
-        rows,
-        ctx.plot_dir / "frontier_compute.png",
-        title="Success vs policy compute per control step",
-        x="compute_ms_per_step",
-        xlabel="policy compute per control step, ms",
-    )
+        rows, ctx.plot_dir / "frontier_compute.png", title="Success vs policy compute per control step", x=x,
+        xlabel=xlabel,
+    )  # fmt: skip
     ctx.image(compute, "success vs compute per control step")
     suites = {}
     for group in ctx.groups:
@@ -117,6 +122,13 @@ def render(ctx: ReportContext) -> None:
             for g, c in items
         ]
         ctx.add(table(["suite", "mode", "episodes", "finished", "errors", "success [Wilson 95%]"], rows), "")
+
+
+def _arm(row: dict) -> Arm:
+    """A headline row as ``compute.at_common_speed`` takes it (success and compute only matter as given)."""
+    kind = "control" if row["control"] else parse_mode(row["mode"])[0]
+    return Arm(row["label"], kind, row["success_rate"] or 0.0, row["compute_ms_per_step"] or 0.0, row["finished"],
+               row["latency_full_p50_ms"], row["compute_ms_per_step_typical"])  # fmt: skip
 
 
 def _excess(ctx: ReportContext, group: Group) -> str:
