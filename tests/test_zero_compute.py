@@ -115,6 +115,8 @@ def test_runs_of_one_speed_compare_as_measured_and_runs_of_unequal_speed_at_one_
     assert "cache4" not in by_label and "Left out, without full frames to scale by: `cache4`" in note
     assert "44.0 ms in `full` but 88.0 ms in `replay2`" in note and "at `full`'s speed" in note
     assert zero_compute_sentence(scaled).startswith("**No cached mode beats the zero-compute arm")
+    crashed = [Arm("full", "full", 0.0, 0.0, 0, 44.0), Arm("replay2", "replay", 0.0, 0.0, 0, 88.0)]
+    assert at_common_speed(crashed) is None  # full frames only in crashed episodes: no typical compute to scale
 
 
 def test_report_of_runs_at_unequal_speed_says_so_and_compares_compute_at_one_speed(tmp_path):

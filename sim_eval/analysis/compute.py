@@ -78,8 +78,11 @@ def at_common_speed(arms: Sequence[Arm]) -> tuple[list[Arm], str] | None:
     if spread is None:
         return None
     timed = [a for a in arms if a.full_p50_ms and a.typical_ms is not None]
-    ref = next((a for a in timed if a.kind == "full"), min(timed, key=lambda a: a.full_p50_ms or 0.0))
-    assert ref.full_p50_ms  # the spread found two arms with full frames
+    if not timed:  # full frames only in crashed episodes: nothing to compare at any speed
+        return None
+    fulls = [a for a in timed if a.kind == "full"]
+    ref = fulls[0] if fulls else min(timed, key=lambda a: a.full_p50_ms or 0.0)
+    assert ref.full_p50_ms  # every timed arm has full frames
     scaled = [replace(a, compute_ms=float(a.typical_ms) * ref.full_p50_ms / float(a.full_p50_ms)) for a in timed]
     (fast, fast_ms), (slow, slow_ms) = spread
     left_out = [f"`{a.label}`" for a in arms if a not in timed]
