@@ -56,6 +56,13 @@ class Arm:
     full_p50_ms: float | None = None
     typical_ms: float | None = None
 
+    @classmethod
+    def from_headline(cls, label: str, kind: str, h: dict[str, Any]) -> Arm:
+        """From a ``stats.headline`` dict; a missing success rate or compute reads as 0 (the answer leaves such runs
+        out before it asks)."""
+        return cls(label, kind, h["success_rate"] or 0.0, h["compute_ms_per_step"] or 0.0, h["finished"],
+                   h["latency_full_p50_ms"], h["compute_ms_per_step_typical"])  # fmt: skip
+
     def cell(self) -> str:
         return f"`{self.label}` {self.success_rate * 100:.1f}% at {self.compute_ms:.2f} ms/step"
 

@@ -107,18 +107,7 @@ def arms(ctx: ReportContext) -> list[Arm]:
         h = ctx.headlines[id(group)]
         if group.is_control or h["success_rate"] is None or h["compute_ms_per_step"] is None:
             continue
-        kind = parse_mode(group.mode)[0]
-        out.append(
-            Arm(
-                ctx.label[id(group)],
-                kind,
-                h["success_rate"],
-                h["compute_ms_per_step"],
-                h["finished"],
-                full_p50_ms=h["latency_full_p50_ms"],
-                typical_ms=h["compute_ms_per_step_typical"],
-            )
-        )
+        out.append(Arm.from_headline(ctx.label[id(group)], parse_mode(group.mode)[0], h))
     return out
 
 

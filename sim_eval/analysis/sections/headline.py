@@ -125,10 +125,8 @@ def render(ctx: ReportContext) -> None:
 
 
 def _arm(row: dict) -> Arm:
-    """A headline row as ``compute.at_common_speed`` takes it (success and compute only matter as given)."""
-    kind = "control" if row["control"] else parse_mode(row["mode"])[0]
-    return Arm(row["label"], kind, row["success_rate"] or 0.0, row["compute_ms_per_step"] or 0.0, row["finished"],
-               row["latency_full_p50_ms"], row["compute_ms_per_step_typical"])  # fmt: skip
+    """A headline row as ``compute.at_common_speed`` takes it; a control arm is never the reference ``full``."""
+    return Arm.from_headline(row["label"], "control" if row["control"] else parse_mode(row["mode"])[0], row)
 
 
 def _excess(ctx: ReportContext, group: Group) -> str:
